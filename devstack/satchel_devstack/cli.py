@@ -1,0 +1,66 @@
+"""`satchel-stack run`: the whole stack in the foreground until Ctrl-C or SIGTERM."""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .stack import Stack, StackConfig, StackError
+
+
+def run(root: Path) -> int:
+    config = StackConfig.from_env(root)
+    stack = Stack(config)
+    stopping = threading.Event()
+
+    def request_stop(signum, _frame):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    print(f"starting Satchel (state in {config.var_dir}) ...", flush=True)
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"satchel-stack: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"\nSatchel is up.\n"
+        f"  gateway        {config.base_url}   (the only address clients need)\n"
+        f"  auth-service   http://127.0.0.1:{config.auth_port}\n"
+        f"  file-service   http://127.0.0.1:{config.file_port}\n"
+        f"  MongoDB (nx-27017 on SQLite)  mongodb://127.0.0.1:{config.mongo_port}\n"
+        f"  OpenAPI        {config.base_url}/api/v1/auth/openapi.json  "
+        f"{config.base_url}/api/v1/openapi.json\n"
+        f"  state          {config.var_dir}  (logs in {config.var_dir / 'log'})\n"
+        f"Press Ctrl-C to stop.",
+        flush=True,
+    )
+    status = 0
+    while not stopping.wait(1.0):
+        dead = stack.dead_process()
+        if dead is not None:
+            print(f"satchel-stack: {dead.name} exited; see {dead.log_path}\n{dead.log_tail()}",
+                  file=sys.stderr)
+            status = 1
+            break
+    print("stopping ...", flush=True)
+    stack.stop()
+    print("stopped.", flush=True)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="satchel-stack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run the whole stack in the foreground")
+    run_parser.add_argument("--root", type=Path, default=Path.cwd(),
+                            help="the Satchel checkout (default: the current directory)")
+    args = parser.parse_args(argv)
+    return run(args.root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Code both Satchel services need, and nothing else."""

@@ -1,0 +1,102 @@
+"""`satchel-stack run` (what `make run` starts): comes up, stops cleanly, keeps state."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import PASSWORD, ROOT, stack_config
+from satchel_devstack.stack import Stack
+
+
+def _start_cli(config):
+    env = dict(os.environ, SATCHEL_VAR=str(config.var_dir), GATEWAY_PORT=str(config.gateway_port),
+               AUTH_PORT=str(config.auth_port), FILE_PORT=str(config.file_port),
+               MONGO_PORT=str(config.mongo_port), BCRYPT_ROUNDS="4", AUTH_WORKERS="2",
+               FILE_WORKERS="2")
+    process = subprocess.Popen([sys.executable, "-m", "satchel_devstack.cli", "run", "--root",
+                                str(ROOT)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 90
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "Press Ctrl-C to stop." in line:
+            return process, "".join(lines)
+        if time.monotonic() > deadline:
+            break
+    process.kill()
+    pytest.fail("stack did not come up:\n" + "".join(lines))
+
+
+def _stop_cli(process, sig=signal.SIGTERM) -> float:
+    started = time.monotonic()
+    process.send_signal(sig)
+    process.wait(timeout=30)
+    return time.monotonic() - started
+
+
+def _port_open(port):
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.skipif(bool(os.environ.get("BASE_URL")), reason="starts its own stack")
+def test_stack_stops_within_seconds_and_keeps_users_across_restarts(tmp_path):
+    config = stack_config(tmp_path / "var")
+    base = config.base_url
+    email = f"persist-{uuid.uuid4().hex[:8]}@example.test"
+
+    process, banner = _start_cli(config)
+    assert base in banner
+    assert requests.post(f"{base}/api/v1/auth/register",
+                         json={"email": email, "password": PASSWORD}, timeout=30).status_code == 201
+    elapsed = _stop_cli(process, signal.SIGINT)
+    assert process.returncode == 0
+    assert elapsed < 10, f"took {elapsed:.1f}s to stop"
+    for port in (config.gateway_port, config.auth_port, config.file_port, config.mongo_port):
+        assert not _port_open(port), f"port {port} still open after stop"
+
+    process, _ = _start_cli(config)
+    try:
+        login = requests.post(f"{base}/api/v1/auth/login",
+                              json={"email": email, "password": PASSWORD}, timeout=30)
+        assert login.status_code == 200
+        token = login.json()["token"]
+        assert requests.get(f"{base}/api/v1/files", timeout=30,
+                            headers={"Authorization": f"Bearer {token}"}).json() == []
+    finally:
+        _stop_cli(process)
+
+
+@pytest.mark.skipif(bool(os.environ.get("BASE_URL")), reason="starts its own stack")
+def test_gateway_answers_json_502_when_the_file_service_is_down(tmp_path):
+    stack = Stack(stack_config(tmp_path / "var"))
+    stack.start()
+    try:
+        file_service = next(p for p in stack.processes if p.name == "file-service")
+        os.killpg(file_service.popen.pid, signal.SIGKILL)
+        file_service.popen.wait()
+        response = requests.get(f"{stack.config.base_url}/api/v1/files", timeout=30)
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "bad_gateway"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        # the auth service, behind the same gateway, is unaffected
+        assert requests.get(f"{stack.config.base_url}/api/v1/auth/jwks.json",
+                            timeout=30).status_code == 200
+    finally:
+        stack.stop()
+
+
+def test_port_already_in_use_is_a_clear_error(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        config = stack_config(tmp_path / "var", gateway_port=squatter.getsockname()[1])
+        with pytest.raises(Exception, match="GATEWAY_PORT"):
+            Stack(config).start()
