@@ -1,0 +1,157 @@
+"""k8s/: every overlay renders, validates against the Kubernetes schemas and is hardened."""
+import kubernetes_validate
+import pytest
+
+from conftest import render_overlay
+
+KUBERNETES_VERSION = "1.30.0"
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+SERVING_KINDS = {"Deployment", "StatefulSet"}
+SERVICES = {"auth-service", "file-service", "gateway"}
+
+
+def objects_of(objects, *kinds):
+    return [o for o in objects if o["kind"] in kinds]
+
+
+def containers_of(workload):
+    spec = workload["spec"]["template"]["spec"]
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        yield spec, container
+
+
+def label(workload, container):
+    return f"{workload['kind']}/{workload['metadata']['name']}[{container['name']}]"
+
+
+def test_every_object_matches_the_kubernetes_schema(rendered):
+    overlay, objects = rendered
+    errors = []
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except (kubernetes_validate.ValidationError, kubernetes_validate.SchemaNotFoundError) as e:
+            reason = getattr(getattr(e, "caught", None), "message", e)
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {reason}")
+    assert not errors, "\n".join(errors)
+
+
+def test_serving_containers_have_liveness_and_readiness_probes(rendered):
+    _, objects = rendered
+    missing = [
+        f"{label(w, c)} {probe}"
+        for w in objects_of(objects, *SERVING_KINDS)
+        for _, c in containers_of(w)
+        for probe in ("livenessProbe", "readinessProbe")
+        if probe not in c
+    ]
+    assert not missing, missing
+
+
+def test_service_probes_hit_healthz_and_readyz(rendered):
+    _, objects = rendered
+    for w in objects_of(objects, "Deployment"):
+        name = w["metadata"]["name"]
+        if name not in SERVICES:
+            continue
+        (_, c), = containers_of(w)
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        expected = "/healthz" if name == "gateway" else "/readyz"
+        assert c["readinessProbe"]["httpGet"]["path"] == expected, name
+
+
+def test_every_container_has_resource_requests_and_limits(rendered):
+    _, objects = rendered
+    missing = [
+        f"{label(w, c)} {kind}.{resource}"
+        for w in objects_of(objects, *WORKLOAD_KINDS)
+        for _, c in containers_of(w)
+        for kind in ("requests", "limits")
+        for resource in ("cpu", "memory")
+        if resource not in c.get("resources", {}).get(kind, {})
+    ]
+    assert not missing, missing
+
+
+def test_every_container_is_locked_down(rendered):
+    _, objects = rendered
+    problems = []
+    for w in objects_of(objects, *WORKLOAD_KINDS):
+        for pod, c in containers_of(w):
+            pod_sc, sc = pod.get("securityContext", {}), c.get("securityContext", {})
+            if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+                problems.append(f"{label(w, c)}: runAsNonRoot")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{label(w, c)}: readOnlyRootFilesystem")
+            if sc.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{label(w, c)}: allowPrivilegeEscalation")
+            if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+                problems.append(f"{label(w, c)}: capabilities.drop ALL")
+            seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile", {}))
+            if seccomp.get("type") != "RuntimeDefault":
+                problems.append(f"{label(w, c)}: seccompProfile RuntimeDefault")
+            if not any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])):
+                problems.append(f"{label(w, c)}: read-only root but no writable /tmp")
+    assert not problems, problems
+
+
+def test_every_service_deployment_has_an_hpa_and_a_pdb(rendered):
+    _, objects = rendered
+    deployments = objects_of(objects, "Deployment")
+    assert {d["metadata"]["name"] for d in deployments} >= SERVICES
+    hpa_targets = {
+        (h["spec"]["scaleTargetRef"]["kind"], h["spec"]["scaleTargetRef"]["name"])
+        for h in objects_of(objects, "HorizontalPodAutoscaler")
+        if h["apiVersion"] == "autoscaling/v2"
+    }
+    pdb_selectors = [p["spec"]["selector"]["matchLabels"] for p in objects_of(objects, "PodDisruptionBudget")]
+    for d in deployments:
+        name, pod_labels = d["metadata"]["name"], d["spec"]["template"]["metadata"]["labels"]
+        assert ("Deployment", name) in hpa_targets, f"{name} has no autoscaling/v2 HPA"
+        assert any(
+            s.items() <= pod_labels.items() for s in pdb_selectors
+        ), f"{name} has no PodDisruptionBudget"
+        assert "replicas" not in d["spec"], f"{name}: replicas fights the HPA"
+
+
+def referenced_names(objects, kind):
+    """Names of Secrets or ConfigMaps that workloads reference."""
+    ref_key, env_from_key, volume_key, name_key = {
+        "Secret": ("secretKeyRef", "secretRef", "secret", "secretName"),
+        "ConfigMap": ("configMapKeyRef", "configMapRef", "configMap", "name"),
+    }[kind]
+    names = set()
+    for w in objects_of(objects, *WORKLOAD_KINDS):
+        for pod, c in containers_of(w):
+            names |= {e["valueFrom"][ref_key]["name"] for e in c.get("env", []) if ref_key in e.get("valueFrom", {})}
+            names |= {e[env_from_key]["name"] for e in c.get("envFrom", []) if env_from_key in e}
+            names |= {v[volume_key][name_key] for v in pod.get("volumes", []) if volume_key in v}
+    return names
+
+
+def test_every_referenced_configmap_exists(rendered):
+    _, objects = rendered
+    defined = {o["metadata"]["name"] for o in objects_of(objects, "ConfigMap")}
+    assert referenced_names(objects, "ConfigMap") <= defined
+
+
+def test_dev_defines_every_secret_except_the_job_made_signing_key():
+    objects = render_overlay("dev")
+    defined = {o["metadata"]["name"] for o in objects_of(objects, "Secret")} | {"satchel-jwt-keys"}
+    assert referenced_names(objects, "Secret") <= defined
+    assert {"mongodb", "minio"} <= {o["metadata"]["name"] for o in objects_of(objects, "StatefulSet")}
+
+
+def test_prod_commits_no_secrets_and_reads_them_from_the_cluster():
+    objects = render_overlay("prod")
+    assert not objects_of(objects, "Secret"), "prod must not carry Secret objects"
+    assert referenced_names(objects, "Secret") == {"satchel-mongo", "satchel-s3", "satchel-jwt-keys"}
+    assert not objects_of(objects, "StatefulSet"), "prod uses external MongoDB and S3"
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_images_carry_explicit_tags(overlay):
+    for w in objects_of(render_overlay(overlay), *WORKLOAD_KINDS):
+        for _, c in containers_of(w):
+            repository, _, tag = c["image"].rpartition(":")
+            assert repository and "/" not in tag and tag not in ("", "latest"), c["image"]
