@@ -111,7 +111,7 @@ def test_gateway_rate_limits_login_per_client_address(base_url, stack):
     if stack is None:
         pytest.skip("needs to know the stack's configured burst")
     parts = urlsplit(base_url)
-    body = json.dumps({"email": "nobody@example.test", "password": "x"})
+    body = json.dumps({"email": "not-an-email"})  # the service answers 400 and counts nothing
     statuses, limited = [], None
     for _ in range(stack.config.auth_rate_burst + 40):
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10,
@@ -124,7 +124,7 @@ def test_gateway_rate_limits_login_per_client_address(base_url, stack):
         if response.status == 429 and limited is None:
             limited = (dict(response.getheaders()), json.loads(payload))
         connection.close()
-    assert 429 in statuses
+    assert set(statuses) == {400, 429}
     headers, payload = limited
     assert headers["Retry-After"] == "1"
     assert payload["error"]["code"] == "too_many_requests"
