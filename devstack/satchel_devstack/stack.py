@@ -179,6 +179,7 @@ class Stack:
             "CLIENT_MAX_BODY_SIZE": c.client_max_body_size,
             "AUTH_RATE_LIMIT": c.auth_rate_limit,
             "AUTH_RATE_BURST": str(c.auth_rate_burst),
+            "BLOB_ROOT": str(self.path("data")),
             "NGINX_RUN_DIR": str(self.path("run", "nginx")),
             "NGINX_USER_DIRECTIVE": user,
         }
