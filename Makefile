@@ -35,6 +35,9 @@ test-infra: $(STAMP) ## Validate docker-compose.yml, the k8s overlays and the ng
 test-e2e: install ## Start the real stack on free ports and test it through the gateway
 	$(BIN)/python -m pytest -q tests-e2e
 
+bench: install ## Benchmarks vs this machine's limits (raw nginx, hashlib); BENCH_ARGS=--size-mib 256
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lock: ## Re-pin every dependency into constraints.txt (after changing a pyproject)
 	$(PYTHON) -m venv /tmp/satchel-lock && /tmp/satchel-lock/bin/pip install -q -r requirements-dev.txt $(foreach p,$(PACKAGES),./$(p))
 	/tmp/satchel-lock/bin/pip freeze --exclude-editable | grep -v '^satchel-' > constraints.txt
@@ -43,4 +46,4 @@ lock: ## Re-pin every dependency into constraints.txt (after changing a pyprojec
 clean: ## Remove the virtualenv and caches (keeps var/, your data)
 	rm -rf $(VENV) .pytest_cache */.pytest_cache
 
-.PHONY: help install run test test-unit test-infra test-e2e lock clean
+.PHONY: help install run test test-unit test-infra test-e2e bench lock clean

@@ -1,0 +1,189 @@
+"""Resources shared by the benchmarks, each created on first use and torn down by close()."""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from satchel_devstack.stack import Stack, StackConfig, free_port
+
+from .payload import MIB, Payload, generate
+from .rawnginx import RawNginx
+from .registry import BenchError
+
+TIMEOUT = (10, 600)  # (connect, per-read) seconds for every bench request
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def settle_disk(timeout_seconds: float = 30) -> None:
+    """sync(2) before a timed transfer so earlier dirty pages are not written back during it."""
+    worker = threading.Thread(target=os.sync, daemon=True)
+    worker.start()
+    worker.join(timeout_seconds)
+
+
+def check_status(response: requests.Response, *expected: int, what: str) -> None:
+    if response.status_code not in expected:
+        raise BenchError(f"{what}: HTTP {response.status_code} (expected "
+                         f"{'/'.join(map(str, expected))}): {response.text[:500]!r}")
+
+
+@dataclass
+class UploadOutcome:
+    user_file_id: str
+    seconds: float
+    mib_per_s: float
+    response: dict
+    rss_before_kib: int
+    rss_peak_kib: int
+    hwm_before_kib: int
+    hwm_after_kib: int
+    rss_after_kib: int
+    samples: int
+    worker_pid: int
+    cpu: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+class BenchContext:
+    def __init__(self, root: Path, workdir: Path, size_bytes: int):
+        self.root = root
+        self.workdir = workdir
+        self.size_bytes = size_bytes
+        self.results: dict[str, list] = {}   # benchmark name -> rows, for later benchmarks to read
+        self.memo: dict[str, object] = {}    # cached outcomes (or the exception they raised)
+        self._payload: Payload | None = None
+        self._raw: RawNginx | None = None
+        self._stack: Stack | None = None
+        self._token: tuple[str, float] | None = None
+        self._credentials: tuple[str, str] | None = None
+        self._stack_error: str | None = None
+
+    # --- payload ----------------------------------------------------------------------------
+    @property
+    def payload(self) -> Payload:
+        if self._payload is None:
+            # Inside the raw nginx's GET root, so the raw download serves this very file.
+            path = self.workdir / "raw" / "www" / "get" / f"payload-{self.size_bytes // MIB}MiB.bin"
+            log(f"generating {self.size_bytes / MIB:g} MiB of random payload at {path}")
+            started = time.perf_counter()
+            self._payload = generate(path, self.size_bytes)
+            log(f"payload ready in {time.perf_counter() - started:.1f}s "
+                f"(sha256 {self._payload.sha256[:16]}...)")
+        return self._payload
+
+    # --- the bench's own nginx ----------------------------------------------------------------
+    @property
+    def raw(self) -> RawNginx:
+        if self._raw is None:
+            raw = RawNginx(self.workdir / "raw")
+            raw.start()
+            self._raw = raw
+            log(f"raw nginx up at {raw.base_url}")
+        return self._raw
+
+    # --- the Satchel stack --------------------------------------------------------------------
+    @property
+    def stack(self) -> Stack:
+        if self._stack_error is not None:
+            raise BenchError(f"the stack failed to start: {self._stack_error}")
+        if self._stack is None:
+            limit = max(4 << 30, 2 * self.size_bytes)
+            config = StackConfig(
+                root=self.root, var_dir=self.workdir / "stack" / "var",
+                gateway_port=free_port(), auth_port=free_port(), file_port=free_port(),
+                mongo_port=free_port(), file_workers=1, client_max_body_size="0",
+                service_env={"BCRYPT_ROUNDS": "4", "MAX_UPLOAD_BYTES": str(limit),
+                             "USER_QUOTA_BYTES": str(2 * limit)},
+            )
+            log(f"starting the Satchel stack (FILE_WORKERS=1) at {config.base_url}")
+            stack = Stack(config)
+            started = time.perf_counter()
+            try:
+                stack.start()  # stops what it started if it fails
+            except Exception as exc:
+                self._stack_error = f"{type(exc).__name__}: {exc}"
+                raise BenchError(f"the stack failed to start: {self._stack_error}") from exc
+            except BaseException:
+                stack.stop()
+                raise
+            self._stack = stack
+            log(f"stack ready in {time.perf_counter() - started:.1f}s")
+        return self._stack
+
+    @property
+    def base_url(self) -> str:
+        return self.stack.config.base_url
+
+    def process_pid(self, name: str) -> int:
+        for process in self.stack.processes:
+            if process.name == name and process.popen is not None:
+                return process.popen.pid
+        raise BenchError(f"no {name} process in the stack")
+
+    def auth_headers(self) -> dict[str, str]:
+        """A bearer token for the bench user (registered on first use, re-login after 4 min)."""
+        if self._token is None or time.monotonic() - self._token[1] > 240:
+            with requests.Session() as session:
+                if self._credentials is None:
+                    email = f"bench-{secrets.token_hex(6)}@example.com"
+                    password = f"bench {secrets.token_urlsafe(12)} satchel"
+                    response = session.post(f"{self.base_url}/api/v1/auth/register",
+                                            json={"email": email, "password": password},
+                                            timeout=TIMEOUT)
+                    check_status(response, 200, 201, what="register")
+                    self._credentials = (email, password)
+                email, password = self._credentials
+                response = session.post(f"{self.base_url}/api/v1/auth/login",
+                                        json={"email": email, "password": password},
+                                        timeout=TIMEOUT)
+                check_status(response, 200, what="login")
+                self._token = (response.json()["token"], time.monotonic())
+        return {"Authorization": f"Bearer {self._token[0]}"}
+
+    def stack_pids(self) -> dict[str, int]:
+        """The stack's top-level processes (gunicorn masters, nginx master, nx-27017) by name."""
+        return {p.name: p.popen.pid for p in self.stack.processes if p.popen is not None}
+
+    def stack_log_tail(self, name: str, lines: int = 15) -> str:
+        if self._stack is None:
+            return ""
+        for process in self._stack.processes:
+            if process.name == name:
+                return process.log_tail(lines)
+        return ""
+
+    # --- memoised steps shared by several benchmarks ------------------------------------------
+    def once(self, key: str, fn):
+        """Run fn() once per invocation; later calls return its value or fail with its error."""
+        if key in self.memo:
+            status, value = self.memo[key]
+            if status == "error":
+                raise BenchError(f"needs the {key} step, which failed: {value}")
+            return value
+        try:
+            value = fn()
+        except BenchError as exc:
+            self.memo[key] = ("error", exc)
+            raise
+        self.memo[key] = ("ok", value)
+        return value
+
+    def close(self, keep: bool) -> None:
+        if self._stack is not None:
+            log("stopping the Satchel stack")
+            self._stack.stop()
+        if self._raw is not None:
+            self._raw.stop()
+        if keep:
+            log(f"kept {self.workdir}")
+
