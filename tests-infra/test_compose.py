@@ -148,3 +148,10 @@ def test_env_example_lists_every_variable_compose_reads():
         re.findall(r"(?m)^([A-Za-z_][A-Za-z0-9_]*)=", (REPO_ROOT / ".env.example").read_text())
     )
     assert read == listed, f"missing from .env.example: {read - listed}; unused: {listed - read}"
+
+
+def test_file_service_gets_every_setting_it_requires(compose):
+    """The file service refuses to start without these (see its Config.validate)."""
+    environment = compose["services"]["file-service"]["environment"]
+    for name in ("JWKS_URL", "BLOB_URL_SECRET", "S3_BUCKET", "MONGO_URI"):
+        assert name in environment, name

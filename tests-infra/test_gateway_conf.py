@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT, load_yaml, require_tool, resolve_compose_value
+from conftest import REPO_ROOT, require_tool, resolve_compose_value
 
 TEMPLATE = pathlib.Path(
     os.environ.get("SATCHEL_GATEWAY_TEMPLATE", REPO_ROOT / "gateway" / "satchel.conf.template")

@@ -145,7 +145,8 @@ def test_dev_defines_every_secret_except_the_job_made_signing_key():
 def test_prod_commits_no_secrets_and_reads_them_from_the_cluster():
     objects = render_overlay("prod")
     assert not objects_of(objects, "Secret"), "prod must not carry Secret objects"
-    assert referenced_names(objects, "Secret") == {"satchel-mongo", "satchel-s3", "satchel-jwt-keys"}
+    assert referenced_names(objects, "Secret") == {"satchel-mongo", "satchel-s3", "satchel-jwt-keys",
+                                                   "satchel-url-signing"}
     assert not objects_of(objects, "StatefulSet"), "prod uses external MongoDB and S3"
 
 
@@ -155,3 +156,16 @@ def test_images_carry_explicit_tags(overlay):
         for _, c in containers_of(w):
             repository, _, tag = c["image"].rpartition(":")
             assert repository and "/" not in tag and tag not in ("", "latest"), c["image"]
+
+
+def test_file_service_gets_every_setting_it_requires(rendered):
+    """The file service refuses to start without these (see its Config.validate)."""
+    _overlay, objects = rendered
+    [deployment] = [o for o in objects
+                    if o["kind"] == "Deployment" and o["metadata"]["name"] == "file-service"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"] for e in container.get("env", [])}
+    for source in container.get("envFrom", []):
+        names.add(f"envFrom:{source.get('configMapRef', source.get('secretRef', {})).get('name')}")
+    for name in ("JWKS_URL", "BLOB_URL_SECRET", "MONGO_URI"):
+        assert name in names, (name, sorted(names))

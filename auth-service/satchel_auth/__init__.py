@@ -5,21 +5,20 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from flask import Flask, request
+from flask import Flask
 from pymongo import MongoClient
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from satchel_shared.app import create_api, init_common
 from satchel_shared.config import load_config
-from satchel_shared.errors import ApiError, error_response
 from satchel_shared.health import health_blueprint
-from satchel_shared.mongo import connect_mongo, ping
+from satchel_shared.mongo import IndexBootstrap, connect_mongo, ping
 from satchel_shared.tokens import StaticKeySet, TokenVerifier, install_verifier
 
 from .api import BLUEPRINTS
 from .config import AuthConfig
 from .keys import load_key_ring
-from .repositories import (IndexBootstrap, LoginFailureRepository, RefreshTokenRepository,
+from .repositories import (LoginFailureRepository, RefreshTokenRepository,
                            UserRepository)
 from .services import EXTENSION, AccountService, AuthServices, LoginThrottle, PasswordHasher, TokenService
 
@@ -47,7 +46,6 @@ def create_app(config: AuthConfig | None = None, *, mongo: MongoClient | None = 
     indexes = register_extensions(app, config, mongo, clock or utc_now)
     register_blueprints(app, api, mongo, indexes)
     register_hooks(app, indexes)
-    register_errorhandlers(app)
     return app
 
 
@@ -96,23 +94,5 @@ def register_blueprints(app: Flask, api, mongo: MongoClient, indexes: IndexBoots
 
 
 def register_hooks(app: Flask, indexes: IndexBootstrap) -> None:
-    @app.before_request
-    def _indexes_exist():
-        if indexes.is_done or request.blueprint == "health":
-            return
-        try:
-            indexes.ensure()
-        except PyMongoError as exc:
-            log.error("cannot create indexes", extra={"error": str(exc)})
-            raise ApiError(503, "service_unavailable", "The database is unavailable; retry shortly.",
-                           headers={"Retry-After": "5"}) from exc
+    indexes.install(app)
 
-
-def register_errorhandlers(app: Flask) -> None:
-    """The shared envelope covers the rest; a lost database is a 503, not a bug."""
-
-    @app.errorhandler(ConnectionFailure)
-    def _database_unavailable(exc: ConnectionFailure):
-        log.error("MongoDB unavailable", extra={"error": str(exc)})
-        return error_response(503, "service_unavailable", "The database is unavailable; retry shortly.",
-                              headers={"Retry-After": "5"})

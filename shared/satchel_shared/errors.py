@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from flask import Flask, g, jsonify, request
+from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ def handle_api_error(exc: ApiError):
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
 
 
+def handle_database_unavailable(exc: ConnectionFailure):
+    log.error("MongoDB unavailable", extra={"error": str(exc)})
+    return error_response(503, "service_unavailable", "The database is unavailable; retry shortly.",
+                          headers={"Retry-After": "5"})
+
+
 def handle_unexpected(exc: Exception):
     log.exception("unhandled error")
     return error_response(500, "internal_error", "An unexpected error occurred.")
@@ -103,4 +110,5 @@ def register_error_handlers(app: Flask) -> None:
     """Install the envelope; call after flask-smorest's Api.init_app so ours win."""
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(ConnectionFailure, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -1,7 +1,16 @@
 """The one way both services build a MongoDB client."""
 from __future__ import annotations
 
+import logging
+import threading
+
+from flask import Flask, request
 from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from .errors import ApiError
+
+log = logging.getLogger(__name__)
 
 
 def connect_mongo(uri: str, *, app_name: str, timeout_ms: int = 5000) -> MongoClient:
@@ -19,3 +28,37 @@ def connect_mongo(uri: str, *, app_name: str, timeout_ms: int = 5000) -> MongoCl
 
 def ping(client: MongoClient) -> None:
     client.admin.command("ping")
+
+
+class IndexBootstrap:
+    """Creates a service's indexes once per process: at start-up if MongoDB answers, else on
+    the first request after it does (so a service can start before its database)."""
+
+    def __init__(self, repositories):
+        self.repositories = tuple(repositories)
+        self.is_done = False
+        self._lock = threading.Lock()
+
+    def ensure(self) -> None:
+        if self.is_done:
+            return
+        with self._lock:
+            if not self.is_done:
+                for repository in self.repositories:
+                    repository.ensure_indexes()
+                self.is_done = True
+
+    def install(self, app: Flask) -> None:
+        """Before each request (health checks aside), make sure the indexes exist: 503 if not."""
+
+        @app.before_request
+        def _indexes_exist():
+            if self.is_done or request.blueprint == "health":
+                return
+            try:
+                self.ensure()
+            except PyMongoError as exc:
+                log.error("cannot create indexes", extra={"error": str(exc)})
+                raise ApiError(503, "service_unavailable",
+                               "The database is unavailable; retry shortly.",
+                               headers={"Retry-After": "5"}) from exc

@@ -4,7 +4,6 @@ import hmac
 import json
 import time
 
-import jwt
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from pymongo import ReturnDocument
+from pymongo.database import Database
+
+PRESENT = "present"
+DELETING = "deleting"
+
+
+class BlobRepository:
+    """`blobs`: one document per stored chunk.
+
+    {_id: sha256 hex, size_bytes, ref_count, rev, state: "present"|"deleting",
+     zero_since_ms: int|None, deleting_since_ms: int|None, created_at}
+
+    `rev` grows with every ref_count change, so fsck can repair a count only if nothing touched
+    it while fsck was counting.
+    """
+
+    def __init__(self, database: Database):
+        self.collection = database["blobs"]
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("ref_count", 1), ("state", 1)])
+
+    def find(self, blob_hash: str) -> dict | None:
+        return self.collection.find_one({"_id": blob_hash})
+
+    def increment_present(self, blob_hash: str) -> bool:
+        result = self.collection.update_one(
+            {"_id": blob_hash, "state": PRESENT},
+            {"$inc": {"ref_count": 1, "rev": 1}, "$set": {"zero_since_ms": None}},
+        )
+        return result.matched_count == 1
+
+    def insert_referenced(self, blob_hash: str, size_bytes: int, created_at: datetime) -> None:
+        """Raises DuplicateKeyError when the document already exists."""
+        self.collection.insert_one({
+            "_id": blob_hash, "size_bytes": size_bytes, "ref_count": 1, "rev": 1,
+            "state": PRESENT, "zero_since_ms": None, "deleting_since_ms": None,
+            "created_at": created_at,
+        })
+
+    def insert_deleting(self, blob_hash: str, size_bytes: int, now_ms: int,
+                        created_at: datetime) -> None:
+        """Claim a stored blob that has no document, to delete it; DuplicateKeyError if taken."""
+        self.collection.insert_one({
+            "_id": blob_hash, "size_bytes": size_bytes, "ref_count": 0, "rev": 0,
+            "state": DELETING, "zero_since_ms": now_ms, "deleting_since_ms": now_ms,
+            "created_at": created_at,
+        })
+
+    def decrement(self, blob_hash: str) -> dict | None:
+        return self.collection.find_one_and_update(
+            {"_id": blob_hash}, {"$inc": {"ref_count": -1, "rev": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    def mark_zero_since(self, blob_hash: str, now_ms: int) -> None:
+        self.collection.update_one(
+            {"_id": blob_hash, "ref_count": 0, "state": PRESENT, "zero_since_ms": None},
+            {"$set": {"zero_since_ms": now_ms}},
+        )
+
+    def stamp_unstamped_zeros(self, now_ms: int) -> int:
+        """Blobs that reached 0 without a zero_since (a crash in between) start their grace now."""
+        result = self.collection.update_many(
+            {"ref_count": {"$lte": 0}, "state": PRESENT, "zero_since_ms": None},
+            {"$set": {"zero_since_ms": now_ms}},
+        )
+        return result.modified_count
+
+    def collectable(self, cutoff_ms: int) -> Iterator[dict]:
+        return self.collection.find(
+            {"ref_count": 0, "state": PRESENT, "zero_since_ms": {"$lte": cutoff_ms}})
+
+    def mark_deleting(self, blob_hash: str, cutoff_ms: int, now_ms: int) -> bool:
+        result = self.collection.update_one(
+            {"_id": blob_hash, "ref_count": 0, "state": PRESENT,
+             "zero_since_ms": {"$lte": cutoff_ms}},
+            {"$set": {"state": DELETING, "deleting_since_ms": now_ms}},
+        )
+        return result.matched_count == 1
+
+    def stuck_deleting(self, cutoff_ms: int) -> Iterator[dict]:
+        return self.collection.find({"state": DELETING, "deleting_since_ms": {"$lte": cutoff_ms}})
+
+    def take_over_deleting(self, blob_hash: str, seen_since_ms: int, now_ms: int) -> bool:
+        """Claim a deletion whose owner went quiet (its lease `seen_since_ms` expired)."""
+        result = self.collection.update_one(
+            {"_id": blob_hash, "state": DELETING, "deleting_since_ms": seen_since_ms},
+            {"$set": {"deleting_since_ms": now_ms}},
+        )
+        return result.matched_count == 1
+
+    def delete_deleting(self, blob_hash: str, since_ms: int) -> None:
+        self.collection.delete_one(
+            {"_id": blob_hash, "state": DELETING, "deleting_since_ms": since_ms})
+
+    def all(self) -> Iterator[dict]:
+        return self.collection.find({})
+
+    def set_count_if_unchanged(self, blob_hash: str, rev: int, ref_count: int,
+                               now_ms: int) -> bool:
+        result = self.collection.update_one(
+            {"_id": blob_hash, "rev": rev, "state": PRESENT},
+            {"$set": {"ref_count": ref_count,
+                      "zero_since_ms": now_ms if ref_count == 0 else None},
+             "$inc": {"rev": 1}},
+        )
+        return result.matched_count == 1

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pymongo import DESCENDING
+from pymongo.database import Database
+
+AVAILABLE = "available"
+_NEWEST_FIRST = [("created_ms", DESCENDING), ("_id", DESCENDING)]
+
+
+class UserFileRepository:
+    """`user_files`: a user's entries.
+
+    {_id: uuid4, owner_id, filename, file_object_id, hash, size_bytes, mime_type,
+     status: "available", version, created_at, created_ms, updated_at}
+
+    `created_ms` (created_at as epoch milliseconds) is the list's sort and keyset key:
+    nx-27017 compares datetimes only to the second.
+    """
+
+    def __init__(self, database: Database):
+        self.collection = database["user_files"]
+
+    def ensure_indexes(self) -> None:
+        # (_id is the keyset tie-breaker, but nx-27017 rejects inserts into an index naming _id.)
+        self.collection.create_index([("owner_id", 1), ("created_ms", DESCENDING)])
+        self.collection.create_index([("file_object_id", 1)])
+
+    def find(self, user_file_id: str) -> dict | None:
+        return self.collection.find_one({"_id": user_file_id})
+
+    def list_for_owner(self, owner_id: str, *, limit: int,
+                       after: tuple[int, str] | None = None) -> list[dict]:
+        """Newest first; `after` = (created_ms, _id) of the last entry of the previous page."""
+        query: dict = {"owner_id": owner_id, "status": AVAILABLE}
+        if after is not None:
+            created_ms, user_file_id = after
+            query["$or"] = [{"created_ms": {"$lt": created_ms}},
+                            {"created_ms": created_ms, "_id": {"$lt": user_file_id}}]
+        return list(self.collection.find(query).sort(_NEWEST_FIRST).limit(limit))
+
+    def total_size_for_owner(self, owner_id: str) -> int:
+        rows = list(self.collection.aggregate([
+            {"$match": {"owner_id": owner_id}},
+            {"$group": {"_id": None, "total": {"$sum": "$size_bytes"}}},
+        ]))
+        return int(rows[0]["total"]) if rows else 0
+
+    def insert_many(self, documents: list[dict]) -> None:
+        self.collection.insert_many(documents, ordered=True)
+
+    def replace_if_unchanged(self, current: dict, replacement: dict) -> bool:
+        """Rewrite the entry only if nobody changed it since `current` was read."""
+        result = self.collection.replace_one(
+            {"_id": current["_id"], "owner_id": current["owner_id"],
+             "version": current["version"], "file_object_id": current["file_object_id"]},
+            replacement,
+        )
+        return result.matched_count == 1
+
+    def delete_if_unchanged(self, current: dict) -> bool:
+        result = self.collection.delete_one(
+            {"_id": current["_id"], "owner_id": current["owner_id"],
+             "file_object_id": current["file_object_id"]})
+        return result.deleted_count == 1
+
+    def all(self) -> Iterator[dict]:
+        return self.collection.find({}, {"file_object_id": 1})
+
+    def delete_ids(self, user_file_ids: list[str]) -> None:
+        self.collection.delete_many({"_id": {"$in": user_file_ids}})

@@ -1,0 +1,17 @@
+"""Time as the services see it: injectable, in UTC, at MongoDB's millisecond precision."""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+Clock = Callable[[], float]  # unix seconds, like time.time
+
+
+def now_ms(clock: Clock = time.time) -> int:
+    return int(clock() * 1000)
+
+
+def utc_datetime(clock: Clock = time.time) -> datetime:
+    """Now as an aware UTC datetime truncated to milliseconds (what BSON dates keep)."""
+    return datetime.fromtimestamp(now_ms(clock) / 1000, tz=timezone.utc)

@@ -1,0 +1,420 @@
+"""The rules for a user's files: upload with dedup, list, read, replace, rename, delete."""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pymongo.errors import PyMongoError
+
+from satchel_shared.errors import ApiError
+
+from .. import schemas
+from ..multipart import FieldPart, FilePart
+from ..repositories import FileObjectRepository, UserFileRepository, as_utc
+from ..repositories.user_files import AVAILABLE
+from ..storage import BlobStore
+from ..storage.signed_urls import SignedBlobUrls
+from . import mime
+from .clock import Clock, utc_datetime
+from .ingest import FileIngest, IngestedFile
+from .refcounts import Intent, RefCounts
+
+log = logging.getLogger(__name__)
+
+UPLOAD_FIELD = "files"
+REPLACE_FILE_FIELD = "file"
+RENAME_FIELD = "filename"
+_UPDATE_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    chunk_size_bytes: int
+    max_upload_bytes: int
+    user_quota_bytes: int
+    download_url_ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class _Received:
+    filename: str
+    mime_type: str
+    content: IngestedFile
+
+
+@dataclass(frozen=True)
+class Content:
+    """What the content endpoint needs to answer for one user file."""
+
+    user_file_id: str
+    hash: str
+    size_bytes: int
+    mime_type: str
+    filename: str
+    chunks: list[tuple[str, int]]  # (chunk hash, size_bytes) in order
+
+    @property
+    def etag(self) -> str:
+        return self.hash
+
+    @property
+    def single_blob(self) -> str | None:
+        return self.chunks[0][0] if len(self.chunks) == 1 else None
+
+
+def chunk_sizes(size_bytes: int, chunk_size: int, count: int) -> list[int]:
+    return [chunk_size] * (count - 1) + [size_bytes - chunk_size * (count - 1)] if count else []
+
+
+class FileService:
+    def __init__(self, user_files: UserFileRepository, file_objects: FileObjectRepository,
+                 refcounts: RefCounts, store: BlobStore, settings: FileSettings, *,
+                 content_urls: SignedBlobUrls, clock: Clock = time.time):
+        self.user_files = user_files
+        self.file_objects = file_objects
+        self.refcounts = refcounts
+        self.store = store
+        self.settings = settings
+        self.content_urls = content_urls
+        self.clock = clock
+
+    # upload
+
+    def upload(self, owner_id: str, parts: Iterable[FieldPart | FilePart]) -> list[dict]:
+        """All or nothing: every file of the request is stored, or none is (4xx or 5xx)."""
+        intent = self.refcounts.begin()
+        try:
+            received = self._receive_uploads(owner_id, parts, intent)
+            results = self._commit_uploads(owner_id, received, intent)
+            self.refcounts.end(intent)
+        except BaseException:
+            self.refcounts.abort(intent)
+            raise
+        return results
+
+    def _receive_uploads(self, owner_id: str, parts, intent: Intent) -> list[_Received]:
+        usage = self.user_files.total_size_for_owner(owner_id)
+        request_bytes = 0
+        received: list[_Received] = []
+
+        def count(size: int) -> None:
+            nonlocal request_bytes
+            request_bytes += size
+            self._check_limits(request_bytes, usage + request_bytes)
+
+        for part in parts:
+            if not isinstance(part, FilePart) or part.name != UPLOAD_FIELD:
+                raise _unexpected_field(part.name, f"send files in the {UPLOAD_FIELD!r} field")
+            received.append(self._receive_file(part, intent, count, part.filename))
+        if not received:
+            raise ApiError(400, "no_file", f"No file was sent in the {UPLOAD_FIELD!r} field.")
+        return received
+
+    def _receive_file(self, part: FilePart, intent: Intent, count: Callable[[int], None],
+                      display_name: str) -> _Received:
+        if not part.filename:
+            raise ApiError(400, "empty_file_field", "A file field was sent without a file.")
+        filename = schemas.clean_filename(display_name)
+        detected: dict[str, str] = {}
+
+        def check_type(head: bytes) -> None:
+            detected["mime_type"] = mime.choose(
+                head, declared=part.content_type, filename=schemas.clean_filename(part.filename))
+
+        ingest = FileIngest(self.refcounts, intent, self.settings.chunk_size_bytes,
+                            on_head=check_type, on_bytes=count)
+        content = ingest.write_all(part.pieces())
+        return _Received(filename, detected["mime_type"], content)
+
+    def _check_limits(self, request_bytes: int, usage_after: int) -> None:
+        if request_bytes > self.settings.max_upload_bytes:
+            raise ApiError(413, "payload_too_large",
+                           f"The upload is larger than {self.settings.max_upload_bytes} bytes.",
+                           {"max_upload_bytes": self.settings.max_upload_bytes})
+        if usage_after > self.settings.user_quota_bytes:
+            raise ApiError(413, "quota_exceeded",
+                           f"This upload would take your storage over your quota of "
+                           f"{self.settings.user_quota_bytes} bytes.",
+                           {"user_quota_bytes": self.settings.user_quota_bytes,
+                            "needed_bytes": usage_after})
+
+    def _acquire_content(self, intent: Intent, item: _Received) -> dict:
+        content = item.content
+        return self.refcounts.acquire_file_object(intent, {
+            "hash": content.hash, "size_bytes": content.size_bytes, "mime_type": item.mime_type,
+            "chunk_size": self.settings.chunk_size_bytes, "chunks": content.chunks,
+        }, content.chunks)
+
+    def _commit_uploads(self, owner_id: str, received: list[_Received], intent: Intent) -> list[dict]:
+        now = utc_datetime(self.clock)
+        documents, results = [], []
+        for item in received:
+            file_object = self._acquire_content(intent, item)
+            document = {
+                "_id": str(uuid.uuid4()), "owner_id": owner_id, "filename": item.filename,
+                "file_object_id": file_object["_id"], "hash": item.content.hash,
+                "size_bytes": item.content.size_bytes, "mime_type": item.mime_type,
+                "status": AVAILABLE, "version": 1, "created_at": now,
+                "created_ms": int(now.timestamp() * 1000), "updated_at": now,
+            }
+            documents.append(document)
+            results.append({"filename": item.filename, "file_object_id": file_object["_id"],
+                            "user_file_id": document["_id"], "hash": item.content.hash,
+                            "size_bytes": item.content.size_bytes, "mime_type": item.mime_type})
+        # Uploads by the same user can race; look again right before the files become theirs.
+        total = sum(item.content.size_bytes for item in received)
+        self._check_limits(0, self.user_files.total_size_for_owner(owner_id) + total)
+        try:
+            self.user_files.insert_many(documents)
+        except PyMongoError:
+            try:
+                self.user_files.delete_ids([doc["_id"] for doc in documents])
+            except PyMongoError:  # some may exist and own their refs: leave the counts high
+                self.refcounts.hand_over_file_object_refs(intent)
+            raise
+        self.refcounts.hand_over_file_object_refs(intent)
+        return results
+
+    # read
+
+    def list_files(self, owner_id: str, *, limit: int,
+                   cursor: tuple[int, str] | None = None) -> tuple[list[dict], str | None]:
+        """A page of the owner's files, newest first, and the cursor of the next page (or None)."""
+        rows = self.user_files.list_for_owner(owner_id, limit=limit + 1, after=cursor)
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_cursor = schemas.encode_cursor(rows[-1]["created_ms"], rows[-1]["_id"])
+        file_objects = self.file_objects.find_many(row["file_object_id"] for row in rows)
+        return [self._summary(row, file_objects.get(row["file_object_id"])) for row in rows], next_cursor
+
+    def get_file(self, owner_id: str, user_file_id: str) -> dict:
+        user_file = self._load_owned(owner_id, user_file_id)
+        return self._detail(user_file)
+
+    def _summary(self, user_file: dict, file_object: dict | None) -> dict:
+        ref_count = file_object["ref_count"] if file_object else 0
+        chunks = file_object["chunks"] if file_object else []
+        return {
+            "user_file_id": user_file["_id"],
+            "file_object_id": user_file["file_object_id"],
+            "filename": user_file["filename"],
+            "size_bytes": user_file["size_bytes"],
+            "mime_type": user_file["mime_type"],
+            "ref_count": ref_count,
+            "storage_path": self._storage_path(chunks),
+            "uploaded_at": as_utc(user_file["created_at"]),
+            "storage_saved_bytes": user_file["size_bytes"] * max(ref_count - 1, 0),
+        }
+
+    def _storage_path(self, chunks: list[str]) -> str | None:
+        """A single-chunk file's blob location; for a multi-chunk file, where its chunk blobs
+        live (their exact hashes are in GET /files/{id}); None for an empty file."""
+        if not chunks:
+            return None
+        return self.store.location(chunks[0] if len(chunks) == 1 else None)
+
+    def _detail(self, user_file: dict) -> dict:
+        file_object = self.file_objects.find(user_file["file_object_id"])
+        summary = self._summary(user_file, file_object)
+        chunk_hashes = file_object["chunks"] if file_object else []
+        sizes = chunk_sizes(user_file["size_bytes"], file_object["chunk_size"] if file_object else 0,
+                            len(chunk_hashes))
+        ttl = self.settings.download_url_ttl_seconds
+        content = self._content(user_file, file_object)
+        return {
+            **summary,
+            "hash": user_file["hash"],
+            "status": user_file["status"],
+            "chunks": [{"index": index, "hash": chunk, "size_bytes": size}
+                       for index, (chunk, size) in enumerate(zip(chunk_hashes, sizes))],
+            "version": user_file["version"],
+            "created_at": as_utc(user_file["created_at"]),
+            "updated_at": as_utc(user_file["updated_at"]),
+            "etag": f'"{entry_tag(user_file)}"',
+            "download_url": self._download_url(content, ttl),
+            "download_url_expires_at": utc_datetime(self.clock) + timedelta(seconds=ttl),
+        }
+
+    def _download_url(self, content: Content, ttl: int) -> str:
+        if content.single_blob:
+            return self.store.presign_get(content.single_blob, expires_seconds=ttl,
+                                          filename=content.filename, content_type=content.mime_type)
+        return self.content_urls.presign("GET", content_path(content.user_file_id),
+                                         {"hash": content.hash}, ttl)
+
+    # content
+
+    def content_for_owner(self, owner_id: str, user_file_id: str) -> Content:
+        user_file = self._load_owned(owner_id, user_file_id)
+        return self._content(user_file, self.file_objects.find(user_file["file_object_id"]))
+
+    def content_for_signed_url(self, user_file_id: str, query: dict[str, str]) -> Content:
+        """The content a signed URL names; 403 unless it is a valid, unexpired signature for
+        this path, 410 if the file's content changed since the URL was signed."""
+        if not self.content_urls.verify("GET", content_path(user_file_id), query):
+            raise ApiError(403, "forbidden", "The download link is invalid or has expired.")
+        user_file = self._find_available(user_file_id)
+        if user_file["hash"] != query.get("hash"):
+            raise ApiError(410, "gone", "The file has changed since this download link was made.")
+        return self._content(user_file, self.file_objects.find(user_file["file_object_id"]))
+
+    def _content(self, user_file: dict, file_object: dict | None) -> Content:
+        if file_object is None:
+            log.error("user file points at a missing file object",
+                      extra={"user_file_id": user_file["_id"]})
+            raise ApiError(500, "internal_error", "The file's content is missing.")
+        sizes = chunk_sizes(file_object["size_bytes"], file_object["chunk_size"],
+                            len(file_object["chunks"]))
+        return Content(user_file["_id"], user_file["hash"], user_file["size_bytes"],
+                       user_file["mime_type"], user_file["filename"],
+                       list(zip(file_object["chunks"], sizes)))
+
+    def open_content(self, content: Content, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of the file, read chunk by chunk; the first blob is opened now, so
+        a missing blob fails before any byte is sent."""
+        pieces = []
+        offset = 0
+        for chunk_hash, size in content.chunks:
+            lo, hi = max(start - offset, 0), min(end - offset, size)
+            if lo < hi:
+                pieces.append((chunk_hash, lo, hi))
+            offset += size
+        if not pieces:
+            return iter(())
+        first = self.store.open(*pieces[0])
+
+        def stream() -> Iterator[bytes]:
+            yield from first
+            for chunk_hash, lo, hi in pieces[1:]:
+                yield from self.store.open(chunk_hash, lo, hi)
+
+        return stream()
+
+    # change
+
+    def update_file(self, owner_id: str, user_file_id: str, parts: Iterable[FieldPart | FilePart],
+                    *, if_match: Callable[[str], bool] | None = None) -> dict:
+        """New content (`file` part) and/or new name (`filename` field); version + 1."""
+        current = self._load_owned(owner_id, user_file_id)
+        _check_precondition(current, if_match)
+        intent = self.refcounts.begin()
+        try:
+            new_name, received = self._receive_update(owner_id, current, parts, intent)
+            file_object = self._acquire_content(intent, received) if received else None
+            updated, replaced = self._replace(owner_id, current, new_name, received, file_object,
+                                              intent, if_match)
+            self.refcounts.hand_over_file_object_refs(intent)
+            if replaced is not None:
+                self.refcounts.release_file_object(replaced)
+            self.refcounts.end(intent)
+        except BaseException:
+            self.refcounts.abort(intent)
+            raise
+        return self._detail(updated)
+
+    def _receive_update(self, owner_id: str, current: dict, parts, intent: Intent):
+        usage = self.user_files.total_size_for_owner(owner_id) - current["size_bytes"]
+        new_name: str | None = None
+        received: _Received | None = None
+        request_bytes = 0
+
+        def count(size: int) -> None:
+            nonlocal request_bytes
+            request_bytes += size
+            self._check_limits(request_bytes, usage + request_bytes)
+
+        for part in parts:
+            if isinstance(part, FilePart) and part.name == REPLACE_FILE_FIELD:
+                if received is not None:
+                    raise ApiError(400, "too_many_files", "Send at most one 'file' part.")
+                received = self._receive_file(part, intent, count, current["filename"])
+            elif isinstance(part, FieldPart) and part.name == RENAME_FIELD:
+                new_name = schemas.clean_filename(part.value)
+            else:
+                raise _unexpected_field(part.name, "send a 'file' part and/or a 'filename' field")
+        if received is None and new_name is None:
+            raise ApiError(400, "nothing_to_update",
+                           "Send new content (a 'file' part), a new 'filename', or both.")
+        return new_name, received
+
+    def _replace(self, owner_id, current, new_name, received, file_object, intent, if_match):
+        for _ in range(_UPDATE_RETRIES):
+            replacement = {**current, "version": current["version"] + 1,
+                           "updated_at": utc_datetime(self.clock)}
+            if new_name is not None:
+                replacement["filename"] = new_name
+            if received is not None:
+                replacement.update(file_object_id=file_object["_id"], hash=received.content.hash,
+                                   size_bytes=received.content.size_bytes,
+                                   mime_type=received.mime_type)
+                self.refcounts.note_release(intent, current["file_object_id"])
+            if self.user_files.replace_if_unchanged(current, replacement):
+                return replacement, current["file_object_id"] if received is not None else None
+            current = self._load_owned(owner_id, current["_id"])
+            if if_match is not None:
+                raise _precondition_failed()
+        raise ApiError(409, "conflict", "The file is changing too often; retry.")
+
+    def delete_file(self, owner_id: str, user_file_id: str) -> None:
+        current = self._load_owned(owner_id, user_file_id)
+        intent = self.refcounts.begin()
+        try:
+            for _ in range(_UPDATE_RETRIES):
+                self.refcounts.note_release(intent, current["file_object_id"])
+                if self.user_files.delete_if_unchanged(current):
+                    break
+                current = self._load_owned(owner_id, user_file_id)
+            else:
+                raise ApiError(409, "conflict", "The file is changing too often; retry.")
+            self.refcounts.release_file_object(current["file_object_id"])
+            self.refcounts.end(intent)
+        except BaseException:
+            self.refcounts.abort(intent)
+            raise
+
+    # lookups
+
+    def _find_available(self, user_file_id: str) -> dict:
+        user_file = self.user_files.find(user_file_id) if schemas.is_user_file_id(user_file_id) else None
+        if user_file is None or user_file.get("status") != AVAILABLE:
+            raise ApiError(404, "not_found", "No such file.")
+        return user_file
+
+    def _load_owned(self, owner_id: str, user_file_id: str) -> dict:
+        user_file = self._find_available(user_file_id)
+        if user_file["owner_id"] != owner_id:
+            raise ApiError(403, "forbidden", "This file belongs to another user.")
+        return user_file
+
+
+def content_path(user_file_id: str) -> str:
+    return f"/api/v1/files/{user_file_id}/content"
+
+
+def _unexpected_field(name: str, hint: str) -> ApiError:
+    return ApiError(400, "unexpected_field", f"Unexpected form field {name!r}: {hint}.",
+                    {"field": name})
+
+
+def _precondition_failed() -> ApiError:
+    return ApiError(412, "precondition_failed",
+                    "The file has changed since you read it (If-Match does not match its ETag).")
+
+
+def entry_tag(user_file: dict) -> str:
+    """The file entry's entity tag: changes with every version (content or name).
+
+    The bytes at /content carry the plain content hash as their ETag instead, so caches of
+    unchanged bytes survive a rename; If-Match on PUT guards the entry, so it uses this one.
+    """
+    return f"{user_file['hash']}.v{user_file['version']}"
+
+
+def _check_precondition(user_file: dict, if_match: Callable[[str], bool] | None) -> None:
+    if if_match is not None and not if_match(entry_tag(user_file)):
+        raise _precondition_failed()

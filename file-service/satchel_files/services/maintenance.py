@@ -1,0 +1,293 @@
+"""fsck (recount every reference, report and optionally repair) and gc (remove what nothing uses).
+
+fsck counts holders in this order, per kind of count:
+    file objects:  snapshot {id: (ref_count, rev)}  ->  live intents  ->  user files
+    blobs:         snapshot {hash: (ref_count, rev)} ->  live intents  ->  file objects
+A reference moves from an intent to a document by writing the document first and dropping the
+intent after, so scanning intents before documents sees every moving reference at least once.
+A repair is a conditional write on the snapshot's `rev`: if any acquire or release touched the
+count while fsck was counting, that count is left alone (reported as "changed_during_check").
+So `fsck --repair` is safe on a live system; what it cannot see as in flight are intents whose
+heartbeat is older than the grace period, which it treats (like gc) as left by a dead process.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from pymongo.errors import DuplicateKeyError
+
+from ..repositories import BlobRepository, FileObjectRepository, IntentRepository, UserFileRepository
+from ..repositories.blobs import DELETING as BLOB_DELETING
+from ..repositories.file_objects import DELETING as FO_DELETING
+from ..storage import BlobStore
+from .clock import Clock, now_ms, utc_datetime
+from .refcounts import RefCounts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Problem:
+    kind: str
+    id: str
+    detail: str
+    fixed: bool = False
+
+
+@dataclass
+class FsckReport:
+    problems: list[Problem] = field(default_factory=list)
+    checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def is_clean(self) -> bool:
+        return all(problem.fixed for problem in self.problems)
+
+    def add(self, kind: str, id: str, detail: str, fixed: bool = False) -> Problem:
+        problem = Problem(kind, id, detail, fixed)
+        self.problems.append(problem)
+        return problem
+
+    def as_dict(self) -> dict:
+        return {"clean": self.is_clean, "checked": self.checked,
+                "problems": [asdict(problem) for problem in self.problems]}
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    removed: dict[str, int] = field(default_factory=Counter)
+    removed_bytes: int = 0
+
+    def as_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "removed": dict(self.removed),
+                "removed_bytes": self.removed_bytes}
+
+
+class Maintenance:
+    def __init__(self, blobs: BlobRepository, file_objects: FileObjectRepository,
+                 intents: IntentRepository, user_files: UserFileRepository, store: BlobStore,
+                 refcounts: RefCounts, *, grace_seconds: int, clock: Clock = time.time):
+        self.blobs = blobs
+        self.file_objects = file_objects
+        self.intents = intents
+        self.user_files = user_files
+        self.store = store
+        self.refcounts = refcounts
+        self.grace_seconds = grace_seconds
+        self.clock = clock
+
+    def _cutoff_ms(self, grace_seconds: int | None = None) -> int:
+        return now_ms(self.clock) - 1000 * (self.grace_seconds if grace_seconds is None
+                                            else grace_seconds)
+
+    # fsck
+
+    def fsck(self, *, repair: bool = False) -> FsckReport:
+        report = FsckReport()
+        cutoff_ms = self._cutoff_ms()
+        self._check_stuck_and_stale(report, cutoff_ms, repair)
+        self._check_file_object_counts(report, cutoff_ms, repair)
+        self._check_blob_counts(report, cutoff_ms, repair)
+        return report
+
+    def _live_intents(self, cutoff_ms: int) -> list[dict]:
+        return [intent for intent in self.intents.all() if intent["heartbeat_ms"] > cutoff_ms]
+
+    def _check_stuck_and_stale(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
+        for intent in list(self.intents.stale(cutoff_ms)):
+            fixed = repair and self.intents.delete_if_stale(intent["_id"], cutoff_ms)
+            report.add("stale_intent", intent["_id"],
+                       f"a request that died holding {len(intent['blob_refs'])} blob and "
+                       f"{len(intent['file_object_refs'])} file object references", fixed)
+        for doc in list(self.file_objects.stuck_deleting(cutoff_ms)):
+            if repair:  # its chunk counts stay high; the blob pass below corrects them
+                self.file_objects.delete_deleting(doc["_id"])
+            report.add("stuck_deleting_file_object", doc["_id"],
+                       "release stopped half-way", repair)
+        for doc in list(self.blobs.stuck_deleting(cutoff_ms)):
+            fixed = repair and self.refcounts.finish_blob_deletion(
+                doc["_id"], doc.get("deleting_since_ms"))
+            report.add("stuck_deleting_blob", doc["_id"], "deletion stopped half-way", fixed)
+
+    def _check_file_object_counts(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
+        snapshot = {doc["_id"]: doc for doc in self.file_objects.all()}
+        expected: Counter[str] = Counter()
+        for intent in self._live_intents(cutoff_ms):
+            expected.update(set(intent["file_object_refs"]))
+        referenced_by_files: Counter[str] = Counter(
+            doc["file_object_id"] for doc in self.user_files.all())
+        expected.update(referenced_by_files)
+        report.checked["file_objects"] = len(snapshot)
+        report.checked["user_files"] = sum(referenced_by_files.values())
+        for file_object_id in sorted(set(snapshot) | set(expected)):
+            doc = snapshot.get(file_object_id)
+            want = expected[file_object_id]
+            if doc is None:
+                if referenced_by_files[file_object_id]:
+                    report.add("missing_file_object", file_object_id,
+                               f"{referenced_by_files[file_object_id]} user files point at it")
+                continue
+            if doc["state"] == FO_DELETING:
+                if referenced_by_files[file_object_id]:
+                    report.add("referenced_file_object_deleting", file_object_id,
+                               "user files point at a file object being deleted")
+                continue
+            if doc["ref_count"] == want:
+                continue
+            problem = report.add(
+                "file_object_ref_count", file_object_id,
+                f"ref_count {doc['ref_count']}, references {want}"
+                f" ({'over' if doc['ref_count'] > want else 'UNDER'}-counted)")
+            if repair:
+                problem.fixed = self.file_objects.set_count_if_unchanged(
+                    file_object_id, doc["rev"], want)
+                if not problem.fixed:
+                    problem.detail += "; changed during check, not repaired"
+                elif want == 0:
+                    self.refcounts.release_unreferenced_file_object(file_object_id)
+
+    def _check_blob_counts(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
+        snapshot = {doc["_id"]: doc for doc in self.blobs.all()}
+        expected: Counter[str] = Counter()
+        for intent in self._live_intents(cutoff_ms):
+            expected.update(intent["blob_refs"])
+        chunk_users: dict[str, list[str]] = {}
+        for file_object in self.file_objects.all():
+            expected.update(file_object["chunks"])
+            for chunk in set(file_object["chunks"]):
+                chunk_users.setdefault(chunk, []).append(file_object["_id"])
+        stored = {info.hash: info for info in self.store.iter_blobs()}
+        report.checked["blobs"] = len(snapshot)
+        report.checked["stored_blobs"] = len(stored)
+        now = now_ms(self.clock)
+        for blob_hash in sorted(set(snapshot) | set(expected)):
+            doc = snapshot.get(blob_hash)
+            want = expected[blob_hash]
+            if want and blob_hash not in stored and (doc is None or doc["state"] != BLOB_DELETING):
+                for file_object_id in chunk_users.get(blob_hash, []):
+                    report.add("file_object_missing_blob", file_object_id,
+                               f"chunk {blob_hash} is not in the blob store")
+                report.add("missing_blob", blob_hash, "referenced but not in the blob store")
+            if doc is None:
+                if want:
+                    problem = report.add("missing_blob_document", blob_hash,
+                                         f"{want} references but no document")
+                    if repair and blob_hash in stored:
+                        problem.fixed = self._recreate_blob_doc(blob_hash, stored[blob_hash], want)
+                continue
+            if doc["state"] == BLOB_DELETING:
+                if want:
+                    report.add("referenced_blob_deleting", blob_hash,
+                               f"{want} references to a blob being deleted")
+                continue
+            if doc["ref_count"] != want:
+                problem = report.add(
+                    "blob_ref_count", blob_hash,
+                    f"ref_count {doc['ref_count']}, references {want}"
+                    f" ({'over' if doc['ref_count'] > want else 'UNDER'}-counted)")
+                if repair:
+                    problem.fixed = self.blobs.set_count_if_unchanged(blob_hash, doc["rev"], want, now)
+                    if not problem.fixed:
+                        problem.detail += "; changed during check, not repaired"
+            elif want == 0 and doc.get("zero_since_ms") is None:
+                problem = report.add("unreferenced_blob_without_timestamp", blob_hash,
+                                     "ref_count 0 but no zero_since_ms, so gc would never see it")
+                if repair:
+                    self.blobs.mark_zero_since(blob_hash, now)
+                    problem.fixed = True
+        for blob_hash, info in stored.items():
+            if blob_hash not in snapshot and not expected[blob_hash] \
+                    and _ms(info.modified_at) <= cutoff_ms:
+                problem = report.add("orphan_blob", blob_hash,
+                                     f"{info.size_bytes} stored bytes with no document")
+                if repair:
+                    problem.fixed = self._delete_orphan(blob_hash, info.size_bytes)
+
+    def _recreate_blob_doc(self, blob_hash: str, info, ref_count: int) -> bool:
+        try:
+            self.blobs.collection.insert_one({
+                "_id": blob_hash, "size_bytes": info.size_bytes, "ref_count": ref_count, "rev": 1,
+                "state": "present", "zero_since_ms": None, "deleting_since_ms": None,
+                "created_at": utc_datetime(self.clock)})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    def _delete_orphan(self, blob_hash: str, size_bytes: int) -> bool:
+        """Claim the hash with a "deleting" document first, so no upload can reuse the bytes."""
+        claimed_at = now_ms(self.clock)
+        try:
+            self.blobs.insert_deleting(blob_hash, size_bytes, claimed_at, utc_datetime(self.clock))
+        except DuplicateKeyError:
+            return False
+        self.store.delete(blob_hash)
+        self.blobs.delete_deleting(blob_hash, claimed_at)
+        return True
+
+    # gc
+
+    def gc(self, *, grace_seconds: int | None = None, dry_run: bool = False) -> GcReport:
+        """`grace_seconds` applies to unreferenced blobs; requests, writes and deletions that may
+        be in flight (intents, temp files, staging, "deleting" docs) always get at least the
+        configured grace (their lease) before being called dead."""
+        report = GcReport(dry_run)
+        cutoff_ms = self._cutoff_ms(grace_seconds)
+        lease_cutoff_ms = self._cutoff_ms()
+        now = now_ms(self.clock)
+        if not dry_run:
+            report.removed["zero_counts_stamped"] = self.blobs.stamp_unstamped_zeros(now)
+        for intent in list(self.intents.stale(lease_cutoff_ms)):
+            if dry_run or self.intents.delete_if_stale(intent["_id"], lease_cutoff_ms):
+                report.removed["stale_intents"] += 1
+        for doc in list(self.file_objects.stuck_deleting(lease_cutoff_ms)):
+            if not dry_run:
+                self.file_objects.delete_deleting(doc["_id"])
+            report.removed["stuck_file_objects"] += 1
+        for doc in list(self.blobs.stuck_deleting(lease_cutoff_ms)):
+            if dry_run or self.refcounts.finish_blob_deletion(doc["_id"], doc.get("deleting_since_ms")):
+                self._count_blob(report, "stuck_blobs", doc.get("size_bytes", 0))
+        for doc in list(self.blobs.collectable(cutoff_ms)):
+            if dry_run or self.collect_blob(doc["_id"], cutoff_ms):
+                self._count_blob(report, "blobs", doc.get("size_bytes", 0))
+        known = {doc["_id"] for doc in self.blobs.all()}
+        for info in list(self.store.iter_blobs()):
+            if info.hash not in known and _ms(info.modified_at) <= cutoff_ms:
+                if dry_run or self._delete_orphan(info.hash, info.size_bytes):
+                    self._count_blob(report, "orphan_blobs", info.size_bytes)
+        for staging in list(self.store.iter_staging()):  # may be uploads in flight: lease
+            if _ms(staging.modified_at) <= min(cutoff_ms, lease_cutoff_ms):
+                if not dry_run:
+                    self.store.delete_staging(staging.upload_key)
+                self._count_blob(report, "staging_objects", staging.size_bytes)
+        if not dry_run:
+            count, size = self.store.remove_stale_temp(_datetime(min(cutoff_ms, lease_cutoff_ms)))
+            report.removed["temp_files"] = count
+            report.removed_bytes += size
+        return report
+
+    def collect_blob(self, blob_hash: str, cutoff_ms: int) -> bool:
+        """Delete an unreferenced blob whose grace period is over; False if it was taken back."""
+        marked_at = now_ms(self.clock)
+        if not self.blobs.mark_deleting(blob_hash, cutoff_ms, marked_at):
+            return False
+        self.store.delete(blob_hash)
+        self.blobs.delete_deleting(blob_hash, marked_at)
+        return True
+
+    @staticmethod
+    def _count_blob(report: GcReport, kind: str, size_bytes: int) -> None:
+        report.removed[kind] += 1
+        report.removed_bytes += size_bytes
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _datetime(millis: int) -> datetime:
+    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)

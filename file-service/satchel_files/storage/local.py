@@ -1,0 +1,271 @@
+"""Blobs as files under DATA_DIR, served and received by the gateway through signed URLs.
+
+Layout: `files/<hash[:2]>/<hash>` (blobs), `files/tmp/` (bytes in flight, never a blob),
+`staging/<upload_key>` (written by the gateway on a signed PUT).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from stat import S_ISREG
+from typing import BinaryIO
+
+from .base import (
+    READ_PIECE_BYTES,
+    BlobHashMismatch,
+    BlobInfo,
+    BlobNotFound,
+    BlobStore,
+    StagingInfo,
+    StorageUnavailable,
+    ensure_hash_matches,
+    is_blob_hash,
+    is_upload_key,
+    validate_blob_hash,
+    validate_range,
+    validate_upload_key,
+)
+from .signed_urls import SignedBlobUrls
+
+
+class LocalBlobStore(BlobStore):
+    def __init__(self, data_dir: str | Path, *, public_base_url: str, url_secret: bytes):
+        self.data_dir = Path(data_dir)
+        self._files_dir = self.data_dir / "files"
+        self._tmp_dir = self._files_dir / "tmp"
+        self._staging_dir = self.data_dir / "staging"
+        self._urls = SignedBlobUrls(public_base_url, url_secret)
+
+    def blob_path(self, blob_hash: str) -> Path:
+        validate_blob_hash(blob_hash)
+        return self._files_dir / blob_hash[:2] / blob_hash
+
+    def staging_path(self, upload_key: str) -> Path:
+        return self._staging_dir / validate_upload_key(upload_key)
+
+    # blobs
+
+    def put(self, blob_hash: str, data: bytes) -> None:
+        target = self.blob_path(blob_hash)
+        ensure_hash_matches(blob_hash, data)
+        if target.is_file():
+            return
+        with self._temp_file("upload-") as (tmp_file, tmp_path):
+            tmp_file.write(data)
+            tmp_file.flush()
+            os.fsync(tmp_file.fileno())
+            tmp_file.close()
+            self._publish(tmp_path, target)
+
+    def size(self, blob_hash: str) -> int | None:
+        return _file_size(self.blob_path(blob_hash))
+
+    def open(self, blob_hash: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        path = self.blob_path(blob_hash)
+        validate_range(start, end)
+        return _stream_file(_open_existing(path), start, end)
+
+    def delete(self, blob_hash: str) -> None:
+        self.blob_path(blob_hash).unlink(missing_ok=True)
+
+    def iter_blobs(self) -> Iterator[BlobInfo]:
+        for shard in _scandir(self._files_dir):
+            if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
+                continue
+            for entry in _scandir(Path(shard.path)):
+                if is_blob_hash(entry.name) and entry.name[:2] == shard.name:
+                    stat = _regular_file_stat(entry)
+                    if stat is not None:
+                        yield BlobInfo(entry.name, stat.st_size, _utc(stat.st_mtime))
+
+    # signed URLs
+
+    def presign_get(
+        self,
+        blob_hash: str,
+        *,
+        expires_seconds: int,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        return self._urls.presign_get(
+            blob_hash, expires_seconds=expires_seconds, filename=filename, content_type=content_type
+        )
+
+    def presign_put_staging(self, upload_key: str, *, size_bytes: int, expires_seconds: int) -> str:
+        return self._urls.presign_put_staging(
+            upload_key, size_bytes=size_bytes, expires_seconds=expires_seconds
+        )
+
+    def verify_signed_url(
+        self, method: str, path: str, query: Mapping[str, str], now: float | None = None
+    ) -> bool:
+        """True only for an unexpired URL this store signed for exactly this method/path/query."""
+        return self._urls.verify(method, path, query, now)
+
+    # staging
+
+    def open_staging(self, upload_key: str) -> Iterator[bytes]:
+        return _stream_file(_open_existing(self.staging_path(upload_key)), 0, None)
+
+    def staging_size(self, upload_key: str) -> int | None:
+        return _file_size(self.staging_path(upload_key))
+
+    def promote_staging(self, upload_key: str, blob_hash: str) -> None:
+        staging = self.staging_path(upload_key)
+        target = self.blob_path(blob_hash)
+        # Take the staging file out of the client's reach first: a later PUT to the same URL then
+        # creates a new staging file instead of changing the bytes being verified.
+        with self._temp_file("promote-") as (tmp_file, tmp_path):
+            tmp_file.close()
+            try:
+                os.replace(staging, tmp_path)
+            except FileNotFoundError:
+                raise BlobNotFound(f"no staging object {upload_key}") from None
+            with open(tmp_path, "rb") as taken:
+                actual = _sha256_of(taken)
+                os.fsync(taken.fileno())
+            if actual != blob_hash:
+                raise BlobHashMismatch(f"staged bytes hash to {actual}, not {blob_hash}")
+            if not target.is_file():
+                self._publish(tmp_path, target)
+
+    def delete_staging(self, upload_key: str) -> None:
+        self.staging_path(upload_key).unlink(missing_ok=True)
+
+    def iter_staging(self) -> Iterator[StagingInfo]:
+        for entry in _scandir(self._staging_dir):
+            if is_upload_key(entry.name):
+                stat = _regular_file_stat(entry)
+                if stat is not None:
+                    yield StagingInfo(entry.name, stat.st_size, _utc(stat.st_mtime))
+
+    def location(self, blob_hash: str | None = None) -> str:
+        if blob_hash is None:
+            return f"{self._files_dir.resolve()}/"
+        return str(self.blob_path(blob_hash).resolve())
+
+    def remove_stale_temp(self, older_than: datetime) -> tuple[int, int]:
+        count = size = 0
+        for entry in _scandir(self._tmp_dir):
+            stat = _regular_file_stat(entry)
+            if stat is not None and _utc(stat.st_mtime) < older_than:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    count += 1
+                    size += stat.st_size
+        return count, size
+
+    def check(self) -> None:
+        try:
+            for directory in (self._tmp_dir, self._staging_dir):
+                directory.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=directory) as probe:
+                    probe.write(b"ok")
+        except OSError as exc:
+            raise StorageUnavailable(f"data dir {self.data_dir} is not writable: {exc}") from exc
+
+    # helpers
+
+    @contextlib.contextmanager
+    def _temp_file(self, prefix: str) -> Iterator[tuple[BinaryIO, str]]:
+        """A temp file under files/tmp/ that is gone when the block ends, whatever happens."""
+        self._ensure_dir(self._tmp_dir)
+        fd, tmp_path = tempfile.mkstemp(dir=self._tmp_dir, prefix=prefix)
+        try:
+            with os.fdopen(fd, "wb") as tmp_file:
+                yield tmp_file, tmp_path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+
+    def _publish(self, tmp_path: str, target: Path) -> None:
+        """Make a complete, fsynced temp file visible as `target`; never replace an existing one."""
+        self._ensure_dir(target.parent)
+        try:
+            os.link(tmp_path, target)
+        except FileExistsError:
+            return
+        except OSError:
+            # Filesystems without hard links: fall back to a rename; a concurrent writer of the
+            # same hash carries the same verified bytes.
+            if target.exists():
+                return
+            os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if not directory.is_dir():
+            directory.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(directory.parent)
+
+
+def _open_existing(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except (FileNotFoundError, IsADirectoryError):
+        raise BlobNotFound(f"no object at {path.name}") from None
+
+
+def _stream_file(file: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
+    with file:
+        file.seek(start)
+        remaining = None if end is None else end - start
+        while remaining is None or remaining > 0:
+            want = READ_PIECE_BYTES if remaining is None else min(READ_PIECE_BYTES, remaining)
+            piece = file.read(want)
+            if not piece:
+                return
+            if remaining is not None:
+                remaining -= len(piece)
+            yield piece
+
+
+def _sha256_of(file: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while piece := file.read(READ_PIECE_BYTES):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_size if S_ISREG(stat.st_mode) else None
+
+
+def _scandir(directory: Path) -> Iterator[os.DirEntry]:
+    try:
+        with os.scandir(directory) as entries:
+            yield from entries
+    except FileNotFoundError:
+        return
+
+
+def _regular_file_stat(entry: os.DirEntry) -> os.stat_result | None:
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return None
+        return entry.stat(follow_symlinks=False)
+    except FileNotFoundError:  # deleted while we were listing
+        return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)

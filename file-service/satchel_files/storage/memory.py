@@ -1,0 +1,131 @@
+"""An in-memory BlobStore for unit tests of the layers above; same contract, same URL signing."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+
+from .base import (
+    READ_PIECE_BYTES,
+    BlobInfo,
+    BlobNotFound,
+    BlobStore,
+    StagingInfo,
+    ensure_hash_matches,
+    validate_blob_hash,
+    validate_range,
+    validate_upload_key,
+)
+from .signed_urls import SignedBlobUrls
+
+
+class MemoryBlobStore(BlobStore):
+    def __init__(
+        self,
+        *,
+        url_secret: bytes = b"memory-blob-store-secret",
+        base_url: str = "memory://satchel",
+    ):
+        self._blobs: dict[str, tuple[bytes, datetime]] = {}
+        self._staging: dict[str, tuple[bytes, datetime]] = {}
+        self._lock = threading.Lock()
+        self._urls = SignedBlobUrls(base_url, url_secret)
+
+    def put(self, blob_hash: str, data: bytes) -> None:
+        validate_blob_hash(blob_hash)
+        ensure_hash_matches(blob_hash, data)
+        with self._lock:
+            self._blobs.setdefault(blob_hash, (bytes(data), _now()))
+
+    def size(self, blob_hash: str) -> int | None:
+        entry = self._blobs.get(validate_blob_hash(blob_hash))
+        return None if entry is None else len(entry[0])
+
+    def open(self, blob_hash: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        validate_blob_hash(blob_hash)
+        validate_range(start, end)
+        data = self._get(self._blobs, blob_hash)
+        return _pieces(data[start:end])
+
+    def delete(self, blob_hash: str) -> None:
+        with self._lock:
+            self._blobs.pop(validate_blob_hash(blob_hash), None)
+
+    def iter_blobs(self) -> Iterator[BlobInfo]:
+        for blob_hash, (data, modified_at) in list(self._blobs.items()):
+            yield BlobInfo(blob_hash, len(data), modified_at)
+
+    def presign_get(
+        self,
+        blob_hash: str,
+        *,
+        expires_seconds: int,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        return self._urls.presign_get(
+            blob_hash, expires_seconds=expires_seconds, filename=filename, content_type=content_type
+        )
+
+    def presign_put_staging(self, upload_key: str, *, size_bytes: int, expires_seconds: int) -> str:
+        return self._urls.presign_put_staging(
+            upload_key, size_bytes=size_bytes, expires_seconds=expires_seconds
+        )
+
+    def verify_signed_url(
+        self, method: str, path: str, query: Mapping[str, str], now: float | None = None
+    ) -> bool:
+        return self._urls.verify(method, path, query, now)
+
+    def put_staging(self, upload_key: str, data: bytes) -> None:
+        """Test hook: what a client's PUT to a presigned staging URL would do."""
+        with self._lock:
+            self._staging[validate_upload_key(upload_key)] = (bytes(data), _now())
+
+    def open_staging(self, upload_key: str) -> Iterator[bytes]:
+        return _pieces(self._get(self._staging, validate_upload_key(upload_key)))
+
+    def staging_size(self, upload_key: str) -> int | None:
+        entry = self._staging.get(validate_upload_key(upload_key))
+        return None if entry is None else len(entry[0])
+
+    def promote_staging(self, upload_key: str, blob_hash: str) -> None:
+        validate_upload_key(upload_key)
+        validate_blob_hash(blob_hash)
+        with self._lock:
+            entry = self._staging.pop(upload_key, None)
+            if entry is None:
+                raise BlobNotFound(f"no staging object {upload_key}")
+            ensure_hash_matches(blob_hash, entry[0])
+            self._blobs.setdefault(blob_hash, (entry[0], _now()))
+
+    def delete_staging(self, upload_key: str) -> None:
+        with self._lock:
+            self._staging.pop(validate_upload_key(upload_key), None)
+
+    def iter_staging(self) -> Iterator[StagingInfo]:
+        for upload_key, (data, modified_at) in list(self._staging.items()):
+            yield StagingInfo(upload_key, len(data), modified_at)
+
+    def location(self, blob_hash: str | None = None) -> str:
+        return f"memory://blobs/{validate_blob_hash(blob_hash)}" if blob_hash else "memory://blobs/"
+
+    def check(self) -> None:
+        return None
+
+    @staticmethod
+    def _get(objects: dict[str, tuple[bytes, datetime]], name: str) -> bytes:
+        entry = objects.get(name)
+        if entry is None:
+            raise BlobNotFound(f"no object {name}")
+        return entry[0]
+
+
+def _pieces(data: bytes) -> Iterator[bytes]:
+    for offset in range(0, len(data), READ_PIECE_BYTES):
+        yield data[offset : offset + READ_PIECE_BYTES]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,147 @@
+"""URLs signed by the file service for blob bytes served by the gateway (local and memory backends).
+
+A URL is `{base_url}{path}?{params}&signature=<hex>` where `signature` is HMAC-SHA256 (hex) with the
+configured secret over `canonical_string(method, path, params)`. `params` always holds `expires`
+(unix seconds) and may hold `response-content-disposition`, `response-content-type` (GET) or
+`size_bytes` (staging PUT). Every query parameter except `signature` is covered, so adding,
+removing or changing any of them breaks the signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+import unicodedata
+from collections.abc import Mapping
+from urllib.parse import quote, urlencode
+
+from .base import validate_blob_hash, validate_ttl, validate_upload_key
+
+SIGNATURE_VERSION = "satchel-url-v1"
+SIGNATURE_PARAM = "signature"
+EXPIRES_PARAM = "expires"
+SIZE_PARAM = "size_bytes"
+DISPOSITION_PARAM = "response-content-disposition"
+CONTENT_TYPE_PARAM = "response-content-type"
+
+_RESPONSE_HEADERS = {
+    DISPOSITION_PARAM: "Content-Disposition",
+    CONTENT_TYPE_PARAM: "Content-Type",
+}
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
+_FALLBACK_UNSAFE = re.compile(r"[^A-Za-z0-9 !#$&'()+,\-.;=@\[\]^_`{}~]")  # no quote, backslash, %
+
+
+def blob_url_path(blob_hash: str) -> str:
+    """The gateway path of a blob, e.g. `/blobs/files/ab/ab12...`."""
+    validate_blob_hash(blob_hash)
+    return f"/blobs/files/{blob_hash[:2]}/{blob_hash}"
+
+
+def staging_url_path(upload_key: str) -> str:
+    """The gateway path a client PUTs one chunk to, e.g. `/blobs/staging/<upload_key>`."""
+    validate_upload_key(upload_key)
+    return f"/blobs/staging/{upload_key}"
+
+
+def canonical_string(method: str, path: str, params: Mapping[str, str]) -> str:
+    """What a signature covers: version, method, path and all params but `signature`, sorted.
+
+    Every piece is percent-encoded, so no value can forge a line break or a separator.
+    """
+    query = "&".join(
+        f"{quote(key, safe='')}={quote(value, safe='')}"
+        for key, value in sorted(params.items())
+        if key != SIGNATURE_PARAM
+    )
+    return "\n".join([SIGNATURE_VERSION, method.upper(), quote(path, safe="/"), query])
+
+
+def sign(secret: bytes, method: str, path: str, params: Mapping[str, str]) -> str:
+    message = canonical_string(method, path, params).encode("utf-8")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def content_disposition(filename: str) -> str:
+    """RFC 6266 `attachment` with an ASCII fallback and the exact UTF-8 name in `filename*`."""
+    decomposed = unicodedata.normalize("NFKD", filename)
+    unaccented = "".join(c for c in decomposed if not unicodedata.combining(c))
+    fallback = _FALLBACK_UNSAFE.sub("_", unaccented).strip() or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def validate_content_type(content_type: str) -> str:
+    if not isinstance(content_type, str) or not _HEADER_VALUE.fullmatch(content_type):
+        raise ValueError(f"invalid content type: {content_type!r}")
+    return content_type
+
+
+def response_headers(query: Mapping[str, str]) -> dict[str, str]:
+    """Headers a verified GET URL asks the gateway to send (e.g. via auth_request_set)."""
+    return {
+        header: query[param]
+        for param, header in _RESPONSE_HEADERS.items()
+        if param in query and _HEADER_VALUE.fullmatch(query[param])
+    }
+
+
+class SignedBlobUrls:
+    """Signs and verifies the gateway URLs of blobs and staging uploads with one secret."""
+
+    def __init__(self, base_url: str, secret: bytes, *, clock=time.time):
+        if not isinstance(secret, bytes) or len(secret) < 16:
+            raise ValueError("the URL signing secret must be at least 16 bytes")
+        self._base_url = base_url.rstrip("/")
+        self._secret = secret
+        self._clock = clock
+
+    def presign_get(
+        self,
+        blob_hash: str,
+        *,
+        expires_seconds: int,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        params = {}
+        if filename is not None:
+            params[DISPOSITION_PARAM] = content_disposition(filename)
+        if content_type is not None:
+            params[CONTENT_TYPE_PARAM] = validate_content_type(content_type)
+        return self._signed_url("GET", blob_url_path(blob_hash), params, expires_seconds)
+
+    def presign_put_staging(self, upload_key: str, *, size_bytes: int, expires_seconds: int) -> str:
+        if not isinstance(size_bytes, int) or isinstance(size_bytes, bool) or size_bytes < 0:
+            raise ValueError(f"invalid size_bytes: {size_bytes!r}")
+        params = {SIZE_PARAM: str(size_bytes)}
+        return self._signed_url("PUT", staging_url_path(upload_key), params, expires_seconds)
+
+    def verify(
+        self, method: str, path: str, query: Mapping[str, str], now: float | None = None
+    ) -> bool:
+        """True only for an unexpired URL signed for exactly this method, path and query."""
+        signature = query.get(SIGNATURE_PARAM)
+        expires = query.get(EXPIRES_PARAM)
+        if not isinstance(signature, str) or not isinstance(expires, str):
+            return False
+        if not _EXPIRES.fullmatch(expires):
+            return False
+        if int(expires) < (self._clock() if now is None else now):
+            return False
+        expected = sign(self._secret, method, path, query)
+        return hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8"))
+
+    def presign(self, method: str, path: str, params: Mapping[str, str], expires_seconds: int) -> str:
+        """A signed URL for any gateway path (e.g. the file service's own content endpoint)."""
+        if EXPIRES_PARAM in params or SIGNATURE_PARAM in params:
+            raise ValueError("expires and signature are set by the signer")
+        return self._signed_url(method, path, dict(params), expires_seconds)
+
+    def _signed_url(self, method: str, path: str, params: dict[str, str], ttl: int) -> str:
+        expires = int(self._clock()) + validate_ttl(ttl)
+        params = {EXPIRES_PARAM: str(expires), **params}
+        params[SIGNATURE_PARAM] = sign(self._secret, method, path, params)
+        return f"{self._base_url}{path}?{urlencode(params, quote_via=quote)}"

@@ -1,0 +1,341 @@
+"""The local backend's own promises: signed gateway URLs, on-disk layout, atomic writes."""
+
+import hashlib
+import os
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import pytest
+
+from satchel_files.storage import (
+    BlobNotFound,
+    LocalBlobStore,
+    MemoryBlobStore,
+    StorageUnavailable,
+    canonical_string,
+    content_disposition,
+    response_headers,
+)
+
+PUBLIC_BASE_URL = "http://gateway.test:8080"
+URL_SECRET = b"test-url-secret-0123456789abcdef"
+HELLO = b"hello world"
+HELLO_HASH = hashlib.sha256(HELLO).hexdigest()
+OTHER_HASH = hashlib.sha256(b"other").hexdigest()
+UPLOAD_KEY = "upload_0123456789-abcdef"
+
+
+def split_url(url):
+    parts = urlsplit(url)
+    return parts.path, dict(parse_qsl(parts.query, keep_blank_values=True))
+
+
+def files_under(root):
+    return sorted(
+        str(path.relative_to(root)) for path in root.rglob("*") if not path.is_dir()
+    )
+
+
+@pytest.fixture
+def local_store(tmp_path):
+    return LocalBlobStore(tmp_path / "data", public_base_url=PUBLIC_BASE_URL, url_secret=URL_SECRET)
+
+
+@pytest.fixture(params=["local", "memory"])
+def signing_store(request, tmp_path):
+    """Backends whose URLs the file service signs and the gateway has verified."""
+    if request.param == "local":
+        return LocalBlobStore(tmp_path, public_base_url=PUBLIC_BASE_URL, url_secret=URL_SECRET)
+    return MemoryBlobStore(url_secret=URL_SECRET)
+
+
+@pytest.fixture
+def get_url(signing_store):
+    return signing_store.presign_get(
+        HELLO_HASH, expires_seconds=300, filename="report €.pdf", content_type="application/pdf"
+    )
+
+
+# signed URLs
+
+
+def test_get_url_points_at_the_blob_under_the_public_base_url(local_store):
+    url = local_store.presign_get(HELLO_HASH, expires_seconds=300)
+
+    assert url.startswith(f"{PUBLIC_BASE_URL}/blobs/files/{HELLO_HASH[:2]}/{HELLO_HASH}?")
+    assert set(split_url(url)[1]) == {"expires", "signature"}
+
+
+def test_put_url_points_at_the_staging_key_and_carries_the_size(local_store):
+    url = local_store.presign_put_staging(UPLOAD_KEY, size_bytes=11, expires_seconds=300)
+
+    path, query = split_url(url)
+    assert url.startswith(f"{PUBLIC_BASE_URL}/blobs/staging/{UPLOAD_KEY}?")
+    assert query["size_bytes"] == "11"
+    assert local_store.verify_signed_url("PUT", path, query)
+
+
+def test_a_signed_get_url_verifies(signing_store, get_url):
+    path, query = split_url(get_url)
+
+    assert signing_store.verify_signed_url("GET", path, query)
+    assert signing_store.verify_signed_url("get", path, query)
+
+
+def test_a_get_url_expires(signing_store, get_url):
+    path, query = split_url(get_url)
+    expires = int(query["expires"])
+
+    assert signing_store.verify_signed_url("GET", path, query, now=expires)
+    assert not signing_store.verify_signed_url("GET", path, query, now=expires + 1)
+
+
+def test_a_get_url_for_another_blob_path_fails(signing_store, get_url):
+    _, query = split_url(get_url)
+
+    other_path = f"/blobs/files/{OTHER_HASH[:2]}/{OTHER_HASH}"
+
+    assert not signing_store.verify_signed_url("GET", other_path, query)
+    assert not signing_store.verify_signed_url("GET", f"/blobs/staging/{UPLOAD_KEY}", query)
+
+
+def test_a_get_url_with_a_later_expiry_fails(signing_store, get_url):
+    path, query = split_url(get_url)
+
+    later = {**query, "expires": str(int(query["expires"]) + 3600)}
+
+    assert not signing_store.verify_signed_url("GET", path, later)
+
+
+def test_a_get_url_with_another_filename_or_content_type_fails(signing_store, get_url):
+    path, query = split_url(get_url)
+
+    renamed = {**query, "response-content-disposition": content_disposition("invoice.exe")}
+    retyped = {**query, "response-content-type": "text/html"}
+    assert not signing_store.verify_signed_url("GET", path, renamed)
+    assert not signing_store.verify_signed_url("GET", path, retyped)
+
+
+def test_a_get_url_with_a_param_added_or_removed_fails(signing_store, get_url):
+    path, query = split_url(get_url)
+    without_type = {k: v for k, v in query.items() if k != "response-content-type"}
+
+    assert not signing_store.verify_signed_url("GET", path, {**query, "extra": "1"})
+    assert not signing_store.verify_signed_url("GET", path, without_type)
+
+
+def test_a_get_url_used_with_another_method_fails(signing_store, get_url):
+    path, query = split_url(get_url)
+
+    assert not signing_store.verify_signed_url("PUT", path, query)
+    assert not signing_store.verify_signed_url("HEAD", path, query)
+
+
+def test_a_put_url_used_for_get_or_another_size_fails(signing_store):
+    url = signing_store.presign_put_staging(UPLOAD_KEY, size_bytes=11, expires_seconds=300)
+    path, query = split_url(url)
+
+    assert not signing_store.verify_signed_url("GET", path, query)
+    assert not signing_store.verify_signed_url("PUT", path, {**query, "size_bytes": "999999"})
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [None, "", "0" * 64, "zz", "é" * 64, "DEADBEEF"],
+    ids=["missing", "empty", "zeros", "short", "non-ascii", "wrong"],
+)
+def test_a_get_url_with_a_missing_or_garbled_signature_fails(signing_store, get_url, signature):
+    path, query = split_url(get_url)
+    query.pop("signature")
+    if signature is not None:
+        query["signature"] = signature
+
+    assert not signing_store.verify_signed_url("GET", path, query)
+
+
+def test_an_uppercased_signature_fails(signing_store, get_url):
+    path, query = split_url(get_url)
+
+    shouted = {**query, "signature": query["signature"].upper()}
+
+    assert not signing_store.verify_signed_url("GET", path, shouted)
+
+
+@pytest.mark.parametrize("expires", [None, "", "soon", "-1", "1e10", "１２３"])
+def test_a_get_url_with_a_missing_or_malformed_expiry_fails(signing_store, get_url, expires):
+    path, query = split_url(get_url)
+    query.pop("expires")
+    if expires is not None:
+        query["expires"] = expires
+
+    assert not signing_store.verify_signed_url("GET", path, query, now=0)
+
+
+def test_a_url_signed_with_another_secret_fails(tmp_path, get_url):
+    other_secret = b"another-secret-0123456789"
+    other = LocalBlobStore(tmp_path, public_base_url=PUBLIC_BASE_URL, url_secret=other_secret)
+    path, query = split_url(get_url)
+
+    assert not other.verify_signed_url("GET", path, query)
+
+
+def test_a_secret_shorter_than_16_bytes_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        LocalBlobStore(tmp_path, public_base_url=PUBLIC_BASE_URL, url_secret=b"short")
+    with pytest.raises(ValueError):
+        LocalBlobStore(tmp_path, public_base_url=PUBLIC_BASE_URL, url_secret="str, not bytes!!")
+
+
+def test_canonical_string_is_independent_of_param_order_and_excludes_the_signature():
+    a = canonical_string("GET", "/blobs/x", {"expires": "1", "b": "2", "signature": "s"})
+    b = canonical_string("get", "/blobs/x", {"b": "2", "expires": "1"})
+
+    assert a == b == "satchel-url-v1\nGET\n/blobs/x\nb=2&expires=1"
+
+
+def test_canonical_string_escapes_values_so_no_line_can_be_forged():
+    forged = canonical_string("GET", "/blobs/x", {"a": "1\nGET"})
+
+    assert forged.count("\n") == 3
+    assert canonical_string("GET", "/blobs/x\nPUT", {}).count("\n") == 3
+
+
+def test_response_headers_come_from_the_signed_params(get_url):
+    _, query = split_url(get_url)
+
+    assert response_headers(query) == {
+        "Content-Disposition": (
+            "attachment; filename=\"report _.pdf\"; filename*=UTF-8''report%20%E2%82%AC.pdf"
+        ),
+        "Content-Type": "application/pdf",
+    }
+
+
+@pytest.mark.parametrize(
+    ("filename", "fallback"),
+    [
+        ("notes.txt", "notes.txt"),
+        ("naïve café.txt", "naive cafe.txt"),
+        ('quote"and\\slash.txt', "quote_and_slash.txt"),
+        ("crlf\r\nSet-Cookie: x.txt", "crlf__Set-Cookie_ x.txt"),
+        ("100%.txt", "100_.txt"),
+        ("日本語", "___"),
+        ("", "download"),
+    ],
+)
+def test_content_disposition_has_a_safe_ascii_fallback_and_the_exact_utf8_name(filename, fallback):
+    header = content_disposition(filename)
+
+    assert header.startswith(f'attachment; filename="{fallback}"; filename*=UTF-8\'\'')
+    assert all(32 <= ord(c) < 127 for c in header)
+    assert unquote(header.split("''", 1)[1]) == filename
+
+
+# on-disk layout and atomic writes
+
+
+def test_blobs_land_at_files_shard_hash_and_nowhere_else(local_store):
+    local_store.put(HELLO_HASH, HELLO)
+
+    assert files_under(local_store.data_dir) == [f"files/{HELLO_HASH[:2]}/{HELLO_HASH}"]
+    assert (local_store.data_dir / "files" / HELLO_HASH[:2] / HELLO_HASH).read_bytes() == HELLO
+
+
+def test_promoted_staging_bytes_move_to_the_blob_path_and_leave_nothing_behind(local_store):
+    local_store.check()
+    (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(HELLO)
+
+    local_store.promote_staging(UPLOAD_KEY, HELLO_HASH)
+
+    assert files_under(local_store.data_dir) == [f"files/{HELLO_HASH[:2]}/{HELLO_HASH}"]
+
+
+def test_a_second_put_leaves_the_existing_file_untouched(local_store):
+    local_store.put(HELLO_HASH, HELLO)
+    path = local_store.data_dir / "files" / HELLO_HASH[:2] / HELLO_HASH
+    before = path.stat()
+
+    local_store.put(HELLO_HASH, HELLO)
+
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+def test_a_write_that_fails_midway_leaves_no_temp_file_and_no_blob(local_store, monkeypatch):
+    def failing_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+    with pytest.raises(OSError):
+        local_store.put(HELLO_HASH, HELLO)
+
+    assert files_under(local_store.data_dir) == []
+    assert not local_store.exists(HELLO_HASH)
+
+
+def test_a_publish_that_fails_leaves_no_temp_file_and_no_blob(local_store, monkeypatch):
+    def failing(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "link", failing)
+    monkeypatch.setattr(os, "replace", failing)
+
+    with pytest.raises(OSError):
+        local_store.put(HELLO_HASH, HELLO)
+
+    assert files_under(local_store.data_dir) == []
+
+
+def test_put_falls_back_to_rename_on_a_filesystem_without_hard_links(local_store, monkeypatch):
+    def no_links(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+
+    local_store.put(HELLO_HASH, HELLO)
+
+    assert files_under(local_store.data_dir) == [f"files/{HELLO_HASH[:2]}/{HELLO_HASH}"]
+    assert b"".join(local_store.open(HELLO_HASH)) == HELLO
+
+
+def test_a_promote_that_fails_midway_leaves_no_temp_file_and_no_blob(local_store, monkeypatch):
+    local_store.check()
+    (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(HELLO)
+
+    def failing(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "link", failing)
+    monkeypatch.setattr(os, "replace", failing)
+
+    with pytest.raises(OSError):
+        local_store.promote_staging(UPLOAD_KEY, HELLO_HASH)
+
+    assert not local_store.exists(HELLO_HASH)
+    assert not list((local_store.data_dir / "files" / "tmp").iterdir())
+
+
+def test_a_directory_in_place_of_a_blob_is_not_a_blob(local_store):
+    (local_store.data_dir / "files" / HELLO_HASH[:2] / HELLO_HASH).mkdir(parents=True)
+
+    assert local_store.size(HELLO_HASH) is None
+    assert list(local_store.iter_blobs()) == []
+    with pytest.raises(BlobNotFound):
+        local_store.open(HELLO_HASH)
+
+
+def test_check_creates_the_directories(local_store):
+    local_store.check()
+
+    assert (local_store.data_dir / "files" / "tmp").is_dir()
+    assert (local_store.data_dir / "staging").is_dir()
+    assert files_under(local_store.data_dir) == []
+
+
+def test_check_raises_storage_unavailable_when_the_data_dir_is_unusable(tmp_path):
+    not_a_dir = tmp_path / "data"
+    not_a_dir.write_bytes(b"a file where the data dir should be")
+    store = LocalBlobStore(not_a_dir, public_base_url=PUBLIC_BASE_URL, url_secret=URL_SECRET)
+
+    with pytest.raises(StorageUnavailable, match="not writable"):
+        store.check()

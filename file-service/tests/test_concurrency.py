@@ -1,0 +1,161 @@
+"""Many users, the same bytes, uploads racing deletes and gc: against a real MongoDB wire server
+(nx-27017; mongomock's updates are not atomic across threads)."""
+import hashlib
+from collections import Counter
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from satchel_files import create_app
+from satchel_shared.mongo import connect_mongo
+from satchel_shared.tokens import StaticKeySet
+
+from conftest import CHUNK, KID
+
+NX = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
+USERS = 8
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def nx_mongo(tmp_path):
+    if not os.path.exists(NX):
+        pytest.skip("nx-27017 is not installed")
+    port = _free_port()
+    process = subprocess.Popen(
+        [NX, "--db", str(tmp_path / "nx.db"), "-p", str(port), "--pid-file", str(tmp_path / "nx.pid"),
+         "--log-file", str(tmp_path / "nx.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = connect_mongo(f"mongodb://127.0.0.1:{port}", app_name="satchel-test", timeout_ms=2000)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.admin.command("ping")
+            break
+        except Exception:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.skip("nx-27017 did not start")
+            time.sleep(0.1)
+    yield client
+    client.close()
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def nx_app(config, signing_key, nx_mongo):
+    jwk = jwt.algorithms.OKPAlgorithm.to_jwk(signing_key.public_key(), as_dict=True)
+    key_set = StaticKeySet({KID: jwt.PyJWK({**jwk, "kid": KID, "alg": "EdDSA"})})
+    return create_app(config, mongo=nx_mongo, key_set=key_set)
+
+
+def test_users_uploading_and_deleting_the_same_bytes_while_gc_runs(nx_app, token_for):
+    app = nx_app
+    shared = os.urandom(CHUNK * 2 + 100)
+    churn = os.urandom(CHUNK + 1)  # uploaded and deleted by everyone, so it keeps hitting 0
+    errors, stop, removed = [], threading.Event(), Counter()
+    maintenance = app.extensions["satchel.maintenance"]
+
+    def user(index):
+        client, headers = app.test_client(), token_for(f"user-{index}")
+        try:
+            for round_ in range(4):
+                data = churn if round_ % 2 else shared
+                response = client.post("/api/v1/files/upload", headers=headers,
+                                       data={"files": (_io(data), "shared.bin")},
+                                       content_type="multipart/form-data")
+                assert response.status_code == 201, response.get_json()
+                user_file_id = response.get_json()[0]["user_file_id"]
+                assert client.delete(f"/api/v1/files/{user_file_id}", headers=headers).status_code == 204
+            response = client.post("/api/v1/files/upload", headers=headers,
+                                   data={"files": [(_io(shared), "keep.bin"),
+                                                   (_io(churn), "churn.bin"),
+                                                   (_io(f"own {index}".encode()), "own.txt")]},
+                                   content_type="multipart/form-data")
+            assert response.status_code == 201, response.get_json()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def collector():
+        while not stop.is_set():
+            removed.update(maintenance.gc(grace_seconds=0).removed)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(USERS)]
+    gc_thread = threading.Thread(target=collector)
+    gc_thread.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    stop.set()
+    gc_thread.join(60)
+    assert not errors, errors
+    print("gc removed during the race:", dict(removed))
+
+    db = app.extensions["satchel.mongo"][app.config["SATCHEL"].mongo_db]
+    shared_object = db.file_objects.find_one({"hash": hashlib.sha256(shared).hexdigest()})
+    churn_object = db.file_objects.find_one({"hash": hashlib.sha256(churn).hexdigest()})
+    assert shared_object["ref_count"] == USERS and churn_object["ref_count"] == USERS
+    assert db.file_objects.count_documents({}) == USERS + 2
+    for chunk in shared_object["chunks"]:
+        assert db.blobs.find_one({"_id": chunk})["ref_count"] == 1
+    assert db.ref_intents.count_documents({}) == 0
+    report = maintenance.fsck()
+    assert report.problems == [], report.as_dict()
+    client = app.test_client()
+    for index in range(USERS):
+        headers = token_for(f"user-{index}")
+        for entry in client.get("/api/v1/files", headers=headers).get_json():
+            content = client.get(f"/api/v1/files/{entry['user_file_id']}/content", headers=headers)
+            assert content.status_code == 200
+            assert content.data in (shared, churn, f"own {index}".encode())
+
+
+def _io(data):
+    import io
+    return io.BytesIO(data)
+
+
+def test_the_whole_api_works_on_nx_27017(nx_app, token_for):
+    """nx-27017 stores datetimes written by $set as strings and rejects indexes naming _id:
+    versions, timestamps, pages and cursors must survive it."""
+    client, headers = nx_app.test_client(), token_for("alice")
+    ids = []
+    for index in range(3):
+        response = client.post("/api/v1/files/upload", headers=headers,
+                               data={"files": (_io(f"file {index}".encode()), f"{index}.txt")},
+                               content_type="multipart/form-data")
+        assert response.status_code == 201
+        ids.append(response.get_json()[0]["user_file_id"])
+        time.sleep(0.005)  # distinct created_at; equal ones are ordered by id
+    page = client.get("/api/v1/files?limit=2", headers=headers)
+    link = page.headers["Link"]
+    rest = client.get(link[1:link.index(">")], headers=headers).get_json()
+    assert [e["user_file_id"] for e in page.get_json() + rest] == ids[::-1]
+
+    updated = client.put(f"/api/v1/files/{ids[0]}", headers=headers,
+                         data={"file": (_io(b"new"), "x.txt"), "filename": "renamed.txt"},
+                         content_type="multipart/form-data")
+    assert updated.status_code == 200, updated.get_json()
+    meta = client.get(f"/api/v1/files/{ids[0]}", headers=headers).get_json()
+    assert meta["version"] == 2 and meta["filename"] == "renamed.txt"
+    assert meta["updated_at"] >= meta["created_at"]
+    assert client.get(f"/api/v1/files/{ids[0]}/content", headers=headers).data == b"new"
+    assert client.delete(f"/api/v1/files/{ids[1]}", headers=headers).status_code == 204
+    maintenance = nx_app.extensions["satchel.maintenance"]
+    assert maintenance.gc(grace_seconds=0).removed["blobs"] == 2  # old content of 0, and 1
+    assert maintenance.fsck().problems == []

@@ -1,0 +1,298 @@
+"""Reference counting step by step: crashes between steps, GC racing uploads, fsck and gc."""
+import hashlib
+import json
+import os
+import threading
+
+import pytest
+from click.testing import CliRunner
+
+from satchel_files.cli import cli
+from satchel_files.services.refcounts import ReferencesBusy
+
+GRACE = 3600
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def refcounts(app):
+    return app.extensions["satchel.files"].refcounts
+
+
+def kinds(report):
+    return sorted({problem.kind for problem in report.problems})
+
+
+def blob(db, h):
+    return db.blobs.find_one({"_id": h})
+
+
+def new_object(data):
+    h = sha(data)
+    return {"hash": h, "size_bytes": len(data), "mime_type": "text/plain", "chunk_size": 65536,
+            "chunks": [h]}
+
+
+def test_a_clean_system_passes_fsck(upload, maintenance):
+    upload("alice", ("a.txt", b"a"), ("b.txt", b"b"))
+    upload("bob", ("a.txt", b"a"))
+    report = maintenance.fsck()
+    assert report.is_clean and report.problems == []
+
+
+# crashes between steps: only over-counts, which fsck reports and repairs
+
+
+def test_crash_after_acquiring_a_chunk_leaves_an_over_count_that_fsck_repairs(
+        refcounts, maintenance, db, clock, store):
+    intent = refcounts.begin()
+    refcounts.acquire_blob(intent, sha(b"chunk"), b"chunk")
+    # -- crash: no file object, intent left behind
+
+    assert maintenance.fsck().is_clean  # a fresh intent looks like an upload in flight
+    clock.advance(GRACE + 1)
+    report = maintenance.fsck()
+    assert kinds(report) == ["blob_ref_count", "stale_intent"] and not report.is_clean
+
+    assert maintenance.fsck(repair=True).is_clean
+    assert blob(db, sha(b"chunk"))["ref_count"] == 0
+    assert maintenance.fsck().problems == []
+    clock.advance(GRACE + 1)
+    assert maintenance.gc().removed["blobs"] == 1
+    assert not store.exists(sha(b"chunk"))
+
+
+def test_crash_after_the_file_object_before_the_user_file(refcounts, maintenance, db, clock):
+    intent = refcounts.begin()
+    refcounts.acquire_blob(intent, sha(b"data"), b"data")
+    doc = refcounts.acquire_file_object(intent, new_object(b"data"), [sha(b"data")])
+    # -- crash: the file object exists with ref_count 1, no user file points at it
+    clock.advance(GRACE + 1)
+
+    assert "file_object_ref_count" in kinds(maintenance.fsck())
+    assert maintenance.fsck(repair=True).is_clean
+    assert db.file_objects.find_one({"_id": doc["_id"]}) is None  # released: nothing uses it
+    assert blob(db, sha(b"data"))["ref_count"] == 0
+    assert maintenance.fsck().problems == []
+
+
+def test_crash_mid_delete_between_user_file_and_file_object(upload, app, maintenance, db, clock):
+    item = upload("alice", ("a.txt", b"data")).get_json()[0]
+    files = app.extensions["satchel.files"]
+    current = db.user_files.find_one({"_id": item["user_file_id"]})
+    intent = files.refcounts.begin()
+    files.refcounts.note_release(intent, current["file_object_id"])
+    files.user_files.delete_if_unchanged(current)
+    # -- crash before the file object is decremented
+    assert maintenance.fsck().is_clean  # in flight
+    clock.advance(GRACE + 1)
+    assert maintenance.fsck(repair=True).is_clean
+    assert db.file_objects.count_documents({}) == 0
+    assert blob(db, item["hash"])["ref_count"] == 0
+
+
+def test_crash_mid_release_leaves_a_stuck_file_object_that_repair_finishes(
+        upload, refcounts, maintenance, db, clock):
+    data = os.urandom(65536 * 2)
+    item = upload("alice", ("a.bin", data)).get_json()[0]
+    db.user_files.delete_many({})
+    doc = refcounts.file_objects.decrement_live(item["file_object_id"])
+    refcounts.file_objects.mark_deleting(item["file_object_id"], refcounts._now_ms())
+    refcounts.release_blob(doc["chunks"][0])
+    # -- crash: one of two chunks decremented, file object stuck in "deleting"
+    clock.advance(GRACE + 1)
+
+    report = maintenance.fsck()
+    assert "stuck_deleting_file_object" in kinds(report)
+    assert maintenance.fsck(repair=True).is_clean
+    assert db.file_objects.count_documents({}) == 0
+    assert [d["ref_count"] for d in db.blobs.find()] == [0, 0]
+
+
+def test_a_stuck_deleting_blob_is_finished_by_gc(refcounts, maintenance, db, clock, store):
+    intent = refcounts.begin()
+    refcounts.acquire_blob(intent, sha(b"x"), b"x")
+    refcounts.abort(intent)
+    clock.advance(GRACE + 1)
+    refcounts.blobs.mark_deleting(sha(b"x"), refcounts._now_ms(), refcounts._now_ms())
+    # -- crash before the bytes were deleted
+    assert maintenance.gc().removed["blobs"] == 0
+    clock.advance(GRACE + 1)
+    assert maintenance.gc().removed["stuck_blobs"] == 1
+    assert blob(db, sha(b"x")) is None and not store.exists(sha(b"x"))
+
+
+def test_an_under_count_is_reported_loudly_and_repaired(upload, maintenance, db):
+    item = upload("alice", ("a.txt", b"x")).get_json()[0]
+    db.blobs.update_one({"_id": item["hash"]}, {"$set": {"ref_count": 0}})
+    report = maintenance.fsck()
+    assert "UNDER" in report.problems[0].detail
+    assert maintenance.fsck(repair=True).is_clean
+    assert blob(db, item["hash"])["ref_count"] == 1
+
+
+def test_a_repair_skips_counts_that_changed_while_fsck_was_counting(upload, maintenance, db, app):
+    item = upload("alice", ("a.txt", b"x")).get_json()[0]
+    db.blobs.update_one({"_id": item["hash"]}, {"$set": {"ref_count": 7}})
+    blobs = maintenance.blobs
+    original = blobs.all
+
+    def all_then_someone_acquires():
+        docs = list(original())
+        app.extensions["satchel.files"].refcounts.blobs.increment_present(item["hash"])
+        return iter(docs)
+
+    blobs.all = all_then_someone_acquires
+    report = maintenance.fsck(repair=True)
+    blobs.all = original
+    [problem] = [p for p in report.problems if p.kind == "blob_ref_count"]
+    assert not problem.fixed and "changed during check" in problem.detail
+    assert blob(db, item["hash"])["ref_count"] == 8
+
+
+def test_missing_bytes_and_orphans_are_found(upload, maintenance, store, db, clock):
+    item = upload("alice", ("a.txt", b"referenced")).get_json()[0]
+    store.delete(item["hash"])
+    store.put(sha(b"orphan"), b"orphan")
+    clock.advance(GRACE + 1)
+    os.utime(store.blob_path(sha(b"orphan")), (clock.now - GRACE - 1,) * 2)
+
+    report = maintenance.fsck()
+    assert kinds(report) == ["file_object_missing_blob", "missing_blob", "orphan_blob"]
+    repaired = maintenance.fsck(repair=True)
+    assert not repaired.is_clean  # lost bytes cannot be repaired
+    assert not store.exists(sha(b"orphan")) and blob(db, sha(b"orphan")) is None
+
+
+# GC racing an upload of the same bytes
+
+
+def test_gc_that_marked_first_makes_the_upload_wait_and_store_fresh_bytes(
+        app, refcounts, maintenance, store, db, clock):
+    data = b"racy bytes"
+    h = sha(data)
+    intent = refcounts.begin()
+    refcounts.acquire_blob(intent, h, data)
+    refcounts.abort(intent)  # ref 0, bytes still stored
+    clock.advance(GRACE + 1)
+
+    upload_waiting, gc_done = threading.Event(), threading.Event()
+
+    def sleep(_seconds):
+        upload_waiting.set()
+        assert gc_done.wait(5)
+
+    refcounts.sleep = sleep
+    real_delete = store.delete
+    result = {}
+
+    def upload_same_bytes():
+        intent = refcounts.begin()
+        refcounts.acquire_blob(intent, h, data)
+        result["doc"] = refcounts.acquire_file_object(intent, new_object(data), [h])
+        refcounts.end(intent)
+
+    def delete_while_upload_arrives(blob_hash):
+        # GC has marked the blob "deleting"; now the upload tries to take a reference.
+        thread = threading.Thread(target=upload_same_bytes)
+        thread.start()
+        assert upload_waiting.wait(5)
+        real_delete(blob_hash)
+        result["thread"] = thread
+
+    store.delete = delete_while_upload_arrives
+    report = maintenance.gc()
+    store.delete = real_delete
+    gc_done.set()
+    result["thread"].join(5)
+
+    assert report.removed["blobs"] == 1
+    assert store.exists(h)  # the upload stored the bytes again after GC removed them
+    assert blob(db, h)["ref_count"] == 1 and blob(db, h)["state"] == "present"
+    assert result["doc"]["chunks"] == [h]
+    clock.advance(GRACE + 1)
+    assert maintenance.gc().removed["blobs"] == 0
+    db.user_files.insert_one({"_id": "u", "owner_id": "x", "file_object_id": result["doc"]["_id"]})
+    assert maintenance.fsck().is_clean
+
+
+def test_an_upload_that_took_the_ref_first_makes_gc_back_off(refcounts, maintenance, store, db, clock):
+    data = b"bytes"
+    h = sha(data)
+    intent = refcounts.begin()
+    refcounts.acquire_blob(intent, h, data)
+    refcounts.abort(intent)
+    clock.advance(GRACE + 1)
+    original = maintenance.blobs.collectable
+
+    def listed_then_uploaded(cutoff_ms):
+        docs = list(original(cutoff_ms))
+        refcounts.acquire_blob(refcounts.begin(), h, data)  # the upload wins the race
+        return iter(docs)
+
+    maintenance.blobs.collectable = listed_then_uploaded
+    report = maintenance.gc()
+    assert report.removed["blobs"] == 0
+    assert store.exists(h) and blob(db, h)["ref_count"] == 1
+
+
+def test_an_upload_gives_up_with_a_503_while_a_deletion_is_in_progress(refcounts, app, upload, db, clock):
+    data = b"busy"
+    db.blobs.insert_one({"_id": sha(data), "size_bytes": 4, "ref_count": 0, "rev": 0,
+                         "state": "deleting", "zero_since_ms": 0,
+                         "deleting_since_ms": int(clock.now * 1000)})
+    refcounts.sleep = lambda seconds: None
+    response = upload("alice", ("a.txt", data))
+    assert response.status_code == 503 and response.headers["Retry-After"]
+    assert db.user_files.count_documents({}) == 0 and db.ref_intents.count_documents({}) == 0
+    with pytest.raises(ReferencesBusy):
+        refcounts._increment_blob(sha(data), 4)
+
+
+def test_gc_dry_run_changes_nothing(upload, client, token_for, maintenance, store, clock):
+    item = upload("alice", ("a.txt", b"x")).get_json()[0]
+    client.delete(f"/api/v1/files/{item['user_file_id']}", headers=token_for("alice"))
+    clock.advance(GRACE + 1)
+    assert maintenance.gc(dry_run=True).removed["blobs"] == 1
+    assert store.exists(item["hash"])
+    report = maintenance.gc()
+    assert report.removed["blobs"] == 1 and report.removed_bytes == 1
+
+
+def test_gc_removes_stale_staging_and_temp_files(maintenance, store, clock, tmp_path):
+    tmp_file = tmp_path / "data" / "files" / "tmp" / "upload-leftover"
+    tmp_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp_file.write_bytes(b"half")
+    staging = tmp_path / "data" / "staging" / ("k" * 20)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    staging.write_bytes(b"staged")
+    clock.advance(GRACE + 1)
+    os.utime(tmp_file, (clock.now - GRACE - 10,) * 2)
+    os.utime(staging, (clock.now - GRACE - 10,) * 2)
+    report = maintenance.gc()
+    assert report.removed["temp_files"] == 1 and report.removed["staging_objects"] == 1
+    assert not tmp_file.exists() and not staging.exists()
+
+
+# the CLI
+
+
+def test_cli_fsck_exit_codes_and_json(app, refcounts, clock):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["fsck"], obj={"app": app}).exit_code == 0
+    refcounts.acquire_blob(refcounts.begin(), sha(b"c"), b"c")
+    clock.advance(GRACE + 1)
+    found = runner.invoke(cli, ["fsck", "--json"], obj={"app": app})
+    assert found.exit_code == 1
+    assert {p["kind"] for p in json.loads(found.output)["problems"]} == {"blob_ref_count", "stale_intent"}
+    repaired = runner.invoke(cli, ["fsck", "--repair"], obj={"app": app})
+    assert repaired.exit_code == 0 and "[fixed]" in repaired.output
+    gc = runner.invoke(cli, ["gc", "--grace-seconds", "0"], obj={"app": app})
+    assert gc.exit_code == 0 and "1 blobs" in gc.output and "(1 bytes)" in gc.output
+
+
+def test_flask_cli_commands_are_registered(app):
+    assert {"fsck", "gc"} <= set(app.cli.commands)

@@ -1,0 +1,243 @@
+"""The files API through the gateway: uploads, dedup, downloads, replace, delete, isolation."""
+import hashlib
+import os
+import re
+from urllib.parse import quote
+
+import pytest
+import requests
+
+from conftest import CHUNK_SIZE, MAX_UPLOAD, USER_QUOTA
+
+
+def upload(api, headers, *files, field="files"):
+    """files: (filename, bytes[, content type])."""
+    parts = [(field, (f[0], f[1], f[2] if len(f) > 2 else "application/octet-stream"))
+             for f in files]
+    return api.post("/api/v1/files/upload", headers=headers, files=parts)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_config_announces_the_chunk_size_without_auth(api):
+    config = api.get("/api/v1/config").json()
+    assert config["chunk_size_bytes"] == CHUNK_SIZE
+    assert config["max_upload_bytes"] == MAX_UPLOAD
+
+
+def test_upload_returns_seed_fields_and_the_true_hash(api, user):
+    data = os.urandom(5000)
+    response = upload(api, user["headers"], ("notes.bin", data))
+    assert response.status_code == 201, response.text
+    [entry] = response.json()
+    assert entry["filename"] == "notes.bin"
+    assert entry["hash"] == sha256(data)
+    assert entry["size_bytes"] == 5000
+    assert set(entry) >= {"file_object_id", "user_file_id", "mime_type"}
+
+
+def test_several_files_in_one_request(api, user):
+    response = upload(api, user["headers"], ("a.txt", b"alpha\n", "text/plain"),
+                      ("b.txt", b"beta\n", "text/plain; charset=utf-8"))
+    assert response.status_code == 201
+    assert [e["filename"] for e in response.json()] == ["a.txt", "b.txt"]
+    assert all(e["mime_type"] == "text/plain" for e in response.json())
+
+
+def test_same_bytes_from_two_users_share_one_file_object(api, user, new_user, login):
+    data = os.urandom(3 * CHUNK_SIZE + 17)  # multi-chunk
+    first = upload(api, user["headers"], ("x.bin", data)).json()[0]
+    email, _ = new_user()
+    other = {"Authorization": f"Bearer {login(email)['token']}"}
+    second = upload(api, other, ("y.bin", data)).json()[0]
+    assert second["file_object_id"] == first["file_object_id"]
+    assert second["user_file_id"] != first["user_file_id"]
+    [listed] = [f for f in api.get("/api/v1/files", headers=other).json()
+                if f["user_file_id"] == second["user_file_id"]]
+    assert listed["ref_count"] == 2
+    assert listed["storage_saved_bytes"] == len(data)
+    assert re.match(r"^\d{4}-\d\d-\d\dT.*[+-]\d\d:\d\d$", listed["uploaded_at"])
+
+
+def test_list_is_newest_first_and_paginated_with_a_link_header(api, user):
+    names = [f"page-{i}.txt" for i in range(5)]
+    for name in names:
+        assert upload(api, user["headers"], (name, name.encode(), "text/plain")).status_code == 201
+    seen, path = [], "/api/v1/files?limit=2"
+    while path:
+        response = api.get(path, headers=user["headers"])
+        assert response.status_code == 200
+        assert len(response.json()) <= 2
+        seen += [f["filename"] for f in response.json()]
+        link = response.headers.get("Link")
+        path = re.search(r"<[^>]*?(/api/v1/files\?[^>]*)>;\s*rel=\"next\"", link).group(1) if link else None
+    assert seen == list(reversed(names))
+
+
+def test_bad_cursor_is_a_400(api, user):
+    assert api.get("/api/v1/files?cursor=garbage!", headers=user["headers"]).status_code == 400
+
+
+def test_content_round_trip_with_download_headers(api, user):
+    data = os.urandom(2 * CHUNK_SIZE + 5)
+    entry = upload(api, user["headers"], ("résumé final.pdf", data, "application/octet-stream")).json()[0]
+    response = api.get(f"/api/v1/files/{entry['user_file_id']}/content", headers=user["headers"])
+    assert response.status_code == 200
+    assert response.content == data
+    assert response.headers["Content-Length"] == str(len(data))
+    assert response.headers["ETag"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    disposition = response.headers["Content-Disposition"]
+    assert disposition.startswith("attachment")
+    assert "filename*=UTF-8''" + quote("résumé final.pdf") in disposition
+
+
+@pytest.mark.parametrize("size", [1000, 3 * CHUNK_SIZE + 100])  # single chunk (nginx), multi-chunk
+def test_ranges(api, user, size):
+    data = os.urandom(size)
+    entry = upload(api, user["headers"], ("r.bin", data)).json()[0]
+    path = f"/api/v1/files/{entry['user_file_id']}/content"
+    start, end = size // 2 - 10, size // 2 + 10  # straddles a chunk boundary when multi-chunk
+    if size > CHUNK_SIZE:
+        start, end = CHUNK_SIZE - 10, CHUNK_SIZE + 10
+    partial = api.get(path, headers={**user["headers"], "Range": f"bytes={start}-{end}"})
+    assert partial.status_code == 206
+    assert partial.content == data[start:end + 1]
+    assert partial.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+    suffix = api.get(path, headers={**user["headers"], "Range": "bytes=-7"})
+    assert suffix.status_code == 206 and suffix.content == data[-7:]
+    beyond = api.get(path, headers={**user["headers"], "Range": f"bytes={size + 10}-"})
+    assert beyond.status_code == 416
+
+
+def test_if_none_match_gives_304(api, user):
+    entry = upload(api, user["headers"], ("e.txt", b"etag me", "text/plain")).json()[0]
+    path = f"/api/v1/files/{entry['user_file_id']}/content"
+    etag = api.get(path, headers=user["headers"]).headers["ETag"]
+    again = api.get(path, headers={**user["headers"], "If-None-Match": etag})
+    assert again.status_code == 304
+
+
+@pytest.mark.parametrize("size", [1000, 2 * CHUNK_SIZE + 1])
+def test_metadata_download_url_works_without_a_token_and_not_when_altered(api, user, size):
+    data = os.urandom(size)
+    entry = upload(api, user["headers"], ("d.bin", data)).json()[0]
+    meta = api.get(f"/api/v1/files/{entry['user_file_id']}", headers=user["headers"]).json()
+    assert meta["status"] == "available"
+    assert [c["index"] for c in meta["chunks"]] == list(range(len(meta["chunks"])))
+    assert sum(c["size_bytes"] for c in meta["chunks"]) == size
+    assert meta["download_url_expires_at"]
+    fetched = requests.get(meta["download_url"], timeout=30)
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.content == data
+    tampered = re.sub(r"expires=(\d+)", lambda m: f"expires={int(m.group(1)) + 1000}",
+                      meta["download_url"])
+    refused = requests.get(tampered, timeout=30)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"]
+
+
+def test_rename_and_replace_bump_the_version(api, user):
+    entry = upload(api, user["headers"], ("old.txt", b"version one", "text/plain")).json()[0]
+    path = f"/api/v1/files/{entry['user_file_id']}"
+    renamed = api.put(path, headers=user["headers"], files={"filename": (None, "new.txt")})
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["filename"] == "new.txt" and renamed.json()["version"] == 2
+    replaced = api.put(path, headers=user["headers"],
+                       files={"file": ("new.txt", b"version two", "text/plain")})
+    assert replaced.status_code == 200
+    assert replaced.json()["hash"] == sha256(b"version two")
+    assert replaced.json()["version"] == 3
+    content = api.get(f"{path}/content", headers=user["headers"])
+    assert content.content == b"version two"
+
+
+def test_put_with_a_stale_etag_is_412_and_changes_nothing(api, user):
+    entry = upload(api, user["headers"], ("c.txt", b"first", "text/plain")).json()[0]
+    path = f"/api/v1/files/{entry['user_file_id']}"
+    stale = api.get(path, headers=user["headers"]).json()["etag"]
+    api.put(path, headers=user["headers"], files={"filename": (None, "moved.txt")})
+    response = api.put(path, headers={**user["headers"], "If-Match": stale},
+                       files={"file": ("c.txt", b"clobber", "text/plain")})
+    assert response.status_code == 412
+    assert api.get(f"{path}/content", headers=user["headers"]).content == b"first"
+
+
+def test_put_with_neither_file_nor_filename_is_400(api, user):
+    entry = upload(api, user["headers"], ("n.txt", b"n", "text/plain")).json()[0]
+    response = api.put(f"/api/v1/files/{entry['user_file_id']}", headers=user["headers"],
+                       files={"other": (None, "x")})
+    assert response.status_code == 400
+
+
+def test_delete_then_gone(api, user):
+    entry = upload(api, user["headers"], ("gone.txt", b"bye", "text/plain")).json()[0]
+    path = f"/api/v1/files/{entry['user_file_id']}"
+    assert api.delete(path, headers=user["headers"]).status_code == 204
+    assert api.get(path, headers=user["headers"]).status_code == 404
+    assert api.delete(path, headers=user["headers"]).status_code == 404
+
+
+def test_other_users_files_are_403_everywhere(api, user, new_user, login):
+    entry = upload(api, user["headers"], ("mine.txt", b"private", "text/plain")).json()[0]
+    email, _ = new_user()
+    intruder = {"Authorization": f"Bearer {login(email)['token']}"}
+    path = f"/api/v1/files/{entry['user_file_id']}"
+    assert api.get(path, headers=intruder).status_code == 403
+    assert api.get(f"{path}/content", headers=intruder).status_code == 403
+    assert api.put(path, headers=intruder, files={"filename": (None, "x")}).status_code == 403
+    assert api.delete(path, headers=intruder).status_code == 403
+    assert api.get(f"{path}/content", headers=user["headers"]).content == b"private"
+    assert entry["user_file_id"] not in [f["user_file_id"] for f in
+                                         api.get("/api/v1/files", headers=intruder).json()]
+
+
+def test_unknown_and_malformed_ids_are_404(api, user):
+    for file_id in ("00000000-0000-0000-0000-000000000000", "not-an-id", "..%2F..%2Fetc"):
+        assert api.get(f"/api/v1/files/{file_id}", headers=user["headers"]).status_code == 404
+
+
+@pytest.mark.parametrize("make_request", [
+    lambda api, h: api.post("/api/v1/files/upload", headers=h),
+    lambda api, h: api.post("/api/v1/files/upload", headers=h, json={"files": "x"}),
+    lambda api, h: upload(api, h, ("a.txt", b"a"), field="wrong"),
+    lambda api, h: upload(api, h, ("", b"a")),
+    lambda api, h: api.post("/api/v1/files/upload", data=b"--x\r\nbroken",
+                            headers={**h, "Content-Type": "multipart/form-data; boundary=x"}),
+])
+def test_malformed_uploads_are_400_and_store_nothing(api, user, make_request):
+    before = api.get("/api/v1/files", headers=user["headers"]).json()
+    response = make_request(api, user["headers"])
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"]
+    assert api.get("/api/v1/files", headers=user["headers"]).json() == before
+
+
+def test_upload_over_the_size_limit_is_413_and_leaves_nothing(api, user):
+    response = upload(api, user["headers"], ("big.bin", os.urandom(MAX_UPLOAD + 1)))
+    assert response.status_code == 413
+    assert api.get("/api/v1/files", headers=user["headers"]).json() == []
+
+
+def test_upload_over_the_quota_is_413_with_a_clear_message(api, user):
+    per_file = MAX_UPLOAD - 1000
+    for _ in range(USER_QUOTA // per_file):
+        assert upload(api, user["headers"], ("q.bin", os.urandom(per_file))).status_code == 201
+    response = upload(api, user["headers"], ("q.bin", os.urandom(per_file)))
+    assert response.status_code == 413
+    assert "quota" in response.json()["error"]["message"].lower()
+
+
+def test_declared_image_that_is_really_html_is_rejected(api, user):
+    response = upload(api, user["headers"],
+                      ("cat.png", b"<!DOCTYPE html><html><script>alert(1)</script></html>",
+                       "image/png"))
+    assert response.status_code == 400
+
+
+def test_filenames_are_cleaned_for_display(api, user):
+    response = upload(api, user["headers"], ("../../etc/pass\x07wd", b"x", "text/plain"))
+    assert response.status_code == 201
+    assert response.json()[0]["filename"] == "pass" + "wd"
