@@ -5,36 +5,13 @@ control of the processes are skipped then).
 """
 import os
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
-from satchel_devstack.stack import Stack, StackConfig, free_port
+from satchel_devstack.stack import Stack
 
-ROOT = Path(__file__).resolve().parents[1]
-ALLOWED_ORIGIN = "https://app.example.test"
-PASSWORD = "correct-horse-battery-9"
-CHUNK_SIZE = 64 * 1024
-MAX_UPLOAD = 1024 * 1024
-USER_QUOTA = 3 * 1024 * 1024
-
-
-def stack_config(var_dir: Path, **overrides) -> StackConfig:
-    values = dict(
-        root=ROOT, var_dir=var_dir,
-        gateway_port=free_port(), auth_port=free_port(), file_port=free_port(),
-        mongo_port=free_port(), auth_workers=2, file_workers=2,
-        auth_rate_limit="3000r/m", auth_rate_burst=100,
-        cors_origin_regex=r"^https://app\.example\.test$",
-        service_env={"BCRYPT_ROUNDS": "4", "LOGIN_MAX_FAILURES": "5",
-                     "LOGIN_MAX_FAILURES_PER_IP": "1000",
-                     # small limits, so multi-chunk files and the 413s cost little
-                     "CHUNK_SIZE_BYTES": str(CHUNK_SIZE), "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
-                     "USER_QUOTA_BYTES": str(USER_QUOTA)},
-    )
-    values.update(overrides)
-    return StackConfig(**values)
+from satchel_e2e import PASSWORD, stack_config
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Register, log in, refresh, log out and /me, through the gateway against the real stack."""
 import uuid
 
-from conftest import PASSWORD
+from satchel_e2e import PASSWORD
 
 
 def test_register_login_me_and_empty_file_list(api, new_user, login):

@@ -1,5 +1,4 @@
 """The files API through the gateway: uploads, dedup, downloads, replace, delete, isolation."""
-import hashlib
 import os
 import re
 from urllib.parse import quote
@@ -7,18 +6,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from conftest import CHUNK_SIZE, MAX_UPLOAD, USER_QUOTA
+from satchel_e2e import CHUNK_SIZE, MAX_UPLOAD, USER_QUOTA, sha256, upload
 
-
-def upload(api, headers, *files, field="files"):
-    """files: (filename, bytes[, content type])."""
-    parts = [(field, (f[0], f[1], f[2] if len(f) > 2 else "application/octet-stream"))
-             for f in files]
-    return api.post("/api/v1/files/upload", headers=headers, files=parts)
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def test_config_announces_the_chunk_size_without_auth(api):

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import ALLOWED_ORIGIN
+from satchel_e2e import ALLOWED_ORIGIN
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",

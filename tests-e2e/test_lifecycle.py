@@ -10,7 +10,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import PASSWORD, ROOT, stack_config
+from satchel_e2e import PASSWORD, ROOT, stack_config
 from satchel_devstack.stack import Stack
 
 

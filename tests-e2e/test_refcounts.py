@@ -7,8 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CHUNK_SIZE
-from test_files import upload
+from satchel_e2e import CHUNK_SIZE, upload
 
 
 def assert_clean(report: dict) -> None:
