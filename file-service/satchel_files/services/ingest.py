@@ -6,7 +6,9 @@ store, and each chunk is referenced (see refcounts.py) before its bytes are put.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .mime import SNIFF_BYTES
@@ -21,7 +23,44 @@ class IngestedFile:
     head: bytes  # the first bytes, for content type detection
 
 
+class _WholeFileDigest:
+    """SHA-256 of the whole stream, computed on a helper thread while the request thread
+    buffers, hashes and stores chunks (hashlib releases the GIL for large buffers, so on a
+    multi-core machine the two passes overlap). Pieces are hashed in order; at most
+    `max_pending` wait, so memory stays bounded if hashing ever falls behind."""
+
+    def __init__(self, max_pending: int = 16):
+        self._digest = hashlib.sha256()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="file-digest")
+        self._pending: deque[Future] = deque()
+        self._max_pending = max_pending
+
+    def update(self, piece: bytes) -> None:
+        self._pending.append(self._executor.submit(self._digest.update, piece))
+        while len(self._pending) > self._max_pending:
+            self._pending.popleft().result()
+
+    def hexdigest(self) -> str:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+            return self._digest.hexdigest()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
 class FileIngest:
+    """Cuts a stream into chunks and stores them, overlapping the network with the storage.
+
+    Two chunk buffers: while one fills from the request, the previous full chunk is hashed,
+    referenced and written by a single storing thread (so chunks are stored in order, one at a
+    time). Memory is bounded by two chunks; a storing error is raised in the request thread at
+    the next chunk boundary or at `finish`.
+    """
+
     def __init__(self, refcounts: RefCounts, intent: Intent, chunk_size: int, *,
                  on_head: Callable[[bytes], None] | None = None,
                  on_bytes: Callable[[int], None] | None = None):
@@ -32,43 +71,69 @@ class FileIngest:
         self._chunk_size = chunk_size
         self._on_head = on_head
         self._on_bytes = on_bytes
-        self._buffer = bytearray()
-        self._digest = hashlib.sha256()
+        self._buffers = [memoryview(bytearray(chunk_size)), memoryview(bytearray(chunk_size))]
+        self._view = self._buffers[0]
+        self._filled = 0
+        self._storing: Future | None = None
+        self._storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-store")
+        self._digest = _WholeFileDigest()
         self._size = 0
         self._chunks: list[str] = []
         self._head: bytes | None = None
 
     def write_all(self, pieces: Iterable[bytes]) -> IngestedFile:
-        for piece in pieces:
-            self.write(piece)
-        return self.finish()
+        try:
+            for piece in pieces:
+                self.write(piece)
+            return self.finish()
+        finally:
+            self.close()
 
     def write(self, piece: bytes) -> None:
         self._size += len(piece)
         if self._on_bytes is not None:
             self._on_bytes(len(piece))
         self._digest.update(piece)
-        self._buffer += piece
-        while len(self._buffer) >= self._chunk_size:
-            chunk = bytes(self._buffer[: self._chunk_size])
-            del self._buffer[: self._chunk_size]
-            self._store(chunk)
+        offset = 0
+        while offset < len(piece):
+            taken = min(len(piece) - offset, self._chunk_size - self._filled)
+            self._view[self._filled:self._filled + taken] = piece[offset:offset + taken]
+            self._filled += taken
+            offset += taken
+            if self._filled == self._chunk_size:
+                self._hand_over(self._view)
 
     def finish(self) -> IngestedFile:
-        if self._buffer or self._head is None:
-            chunk = bytes(self._buffer)
-            self._buffer.clear()
-            self._store(chunk)
+        if self._filled or self._head is None:
+            self._hand_over(self._view[:self._filled])
+        self._wait_for_storing()
         return IngestedFile(self._digest.hexdigest(), self._size, list(self._chunks),
                             self._head or b"")
 
-    def _store(self, chunk: bytes) -> None:
+    def close(self) -> None:
+        """Stop the helper threads; a chunk being stored is finished first (its reference is
+        already recorded in the intent, so an aborted request releases it)."""
+        self._storer.shutdown(wait=True, cancel_futures=True)
+        self._digest.close()
+
+    def _hand_over(self, chunk: memoryview) -> None:
+        """Queue a full (or the last) chunk for storing and switch to the other buffer."""
         if self._head is None:
-            self._head = chunk[:SNIFF_BYTES]
+            self._head = bytes(chunk[:SNIFF_BYTES])
             if self._on_head is not None:
-                self._on_head(self._head)
-        if not chunk:  # an empty file has no chunks
-            return
+                self._on_head(self._head)  # may reject the file before anything is stored
+        self._wait_for_storing()
+        if chunk:  # an empty file has no chunks
+            self._storing = self._storer.submit(self._store, chunk)
+        self._view = self._buffers[1] if self._view.obj is self._buffers[0].obj else self._buffers[0]
+        self._filled = 0
+
+    def _wait_for_storing(self) -> None:
+        if self._storing is not None:
+            storing, self._storing = self._storing, None
+            storing.result()
+
+    def _store(self, chunk: memoryview) -> None:
         chunk_hash = hashlib.sha256(chunk).hexdigest()
         self._refcounts.acquire_blob(self._intent, chunk_hash, chunk)
         self._chunks.append(chunk_hash)

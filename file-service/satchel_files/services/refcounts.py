@@ -156,12 +156,15 @@ class RefCounts:
     # blobs
 
     def acquire_blob(self, intent: Intent, blob_hash: str, data: bytes) -> None:
-        """Take one reference to the chunk `blob_hash` and make sure its bytes are stored."""
+        """Take one reference to the chunk `blob_hash` and make sure its bytes are stored.
+
+        `blob_hash` must have been computed here, from `data`, by the server (never a
+        client's claim): the store is told the bytes are verified and does not hash again."""
         if not self.intents.add_blob_ref(intent.id, blob_hash, self._now_ms()):
             raise IntentLost(intent.id)
         self._increment_blob(blob_hash, len(data))
         intent.held_blob_refs.append(blob_hash)
-        self.store.put(blob_hash, data)
+        self.store.put(blob_hash, data, verified=True)
 
     def _increment_blob(self, blob_hash: str, size_bytes: int) -> None:
         for attempt in range(self.busy_retries):

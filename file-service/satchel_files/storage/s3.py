@@ -85,14 +85,14 @@ class S3BlobStore(BlobStore):
 
     # blobs
 
-    def put(self, blob_hash: str, data: bytes) -> None:
+    def put(self, blob_hash: str, data: bytes, *, verified: bool = False) -> None:
         key = self.blob_key(blob_hash)
-        ensure_hash_matches(blob_hash, data)
+        ensure_hash_matches(blob_hash, data, verified=verified)
         # A racing put of the same hash writes the same verified bytes, so check-then-put is safe.
         if self._object_size(key) is not None:
             return
         with _translate_errors():
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=bytes(data))
 
     def size(self, blob_hash: str) -> int | None:
         return self._object_size(self.blob_key(blob_hash))
