@@ -35,6 +35,12 @@ test-infra: $(STAMP) ## Validate docker-compose.yml, the k8s overlays and the ng
 test-e2e: install ## Start the real stack on free ports and test it through the gateway
 	$(BIN)/python -m pytest -q tests-e2e
 
+fsck: install ## Check ref counts and blobs of the make-run stack (ARGS=--repair to fix)
+	$(BIN)/satchel-stack admin fsck $(ARGS)
+
+gc: install ## Remove unreferenced bytes of the make-run stack (ARGS="--dry-run")
+	$(BIN)/satchel-stack admin gc $(ARGS)
+
 bench: install ## Benchmarks vs this machine's limits (raw nginx, hashlib); BENCH_ARGS=--size-mib 256
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
@@ -46,4 +52,4 @@ lock: ## Re-pin every dependency into constraints.txt (after changing a pyprojec
 clean: ## Remove the virtualenv and caches (keeps var/, your data)
 	rm -rf $(VENV) .pytest_cache */.pytest_cache
 
-.PHONY: help install run test test-unit test-infra test-e2e bench lock clean
+.PHONY: help install run test test-unit test-infra test-e2e fsck gc bench lock clean

@@ -1,4 +1,5 @@
 """`satchel-stack run` (what `make run` starts): comes up, stops cleanly, keeps state."""
+import json
 import os
 import signal
 import socket
@@ -14,11 +15,15 @@ from satchel_e2e import PASSWORD, ROOT, stack_config
 from satchel_devstack.stack import Stack
 
 
+def _cli_env(config):
+    return dict(os.environ, SATCHEL_VAR=str(config.var_dir), GATEWAY_PORT=str(config.gateway_port),
+                AUTH_PORT=str(config.auth_port), FILE_PORT=str(config.file_port),
+                MONGO_PORT=str(config.mongo_port), BCRYPT_ROUNDS="4", AUTH_WORKERS="2",
+                FILE_WORKERS="2")
+
+
 def _start_cli(config):
-    env = dict(os.environ, SATCHEL_VAR=str(config.var_dir), GATEWAY_PORT=str(config.gateway_port),
-               AUTH_PORT=str(config.auth_port), FILE_PORT=str(config.file_port),
-               MONGO_PORT=str(config.mongo_port), BCRYPT_ROUNDS="4", AUTH_WORKERS="2",
-               FILE_WORKERS="2")
+    env = _cli_env(config)
     process = subprocess.Popen([sys.executable, "-m", "satchel_devstack.cli", "run", "--root",
                                 str(ROOT)], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -68,8 +73,19 @@ def test_stack_stops_within_seconds_and_keeps_users_across_restarts(tmp_path):
                               json={"email": email, "password": PASSWORD}, timeout=30)
         assert login.status_code == 200
         token = login.json()["token"]
-        assert requests.get(f"{base}/api/v1/files", timeout=30,
-                            headers={"Authorization": f"Bearer {token}"}).json() == []
+        headers = {"Authorization": f"Bearer {token}"}
+        assert requests.get(f"{base}/api/v1/files", timeout=30, headers=headers).json() == []
+        uploaded = requests.post(f"{base}/api/v1/files/upload", headers=headers, timeout=30,
+                                 files=[("files", ("a.txt", b"hello", "text/plain"))])
+        assert uploaded.status_code == 201
+
+        # `make fsck` = `satchel-stack admin fsck`: the running stack's database and blobs
+        fsck = subprocess.run([sys.executable, "-m", "satchel_devstack.cli", "admin", "--root",
+                               str(ROOT), "fsck", "--json"], env=_cli_env(config),
+                              capture_output=True, text=True, timeout=120)
+        assert fsck.returncode == 0, fsck.stderr
+        report = json.loads(fsck.stdout)
+        assert report["clean"] and report["checked"].get("blobs") == 1
     finally:
         _stop_cli(process)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -52,13 +53,27 @@ def run(root: Path) -> int:
     return status
 
 
+def admin(root: Path, arguments: list[str]) -> int:
+    """Run the file service's admin CLI (fsck, gc) against this stack's database and blobs."""
+    stack = Stack(StackConfig.from_env(root))
+    command = [stack.config.python, "-m", "satchel_files.cli", *arguments]
+    return subprocess.run(command, env=stack.service_env()).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="satchel-stack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run the whole stack in the foreground")
     run_parser.add_argument("--root", type=Path, default=Path.cwd(),
                             help="the Satchel checkout (default: the current directory)")
+    admin_parser = sub.add_parser(
+        "admin", help="file-service admin commands (fsck, gc) against this stack, e.g. "
+                      "`satchel-stack admin fsck --repair` (the stack must be running)")
+    admin_parser.add_argument("--root", type=Path, default=Path.cwd())
+    admin_parser.add_argument("arguments", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command == "admin":
+        return admin(args.root, args.arguments)
     return run(args.root)
 
 
