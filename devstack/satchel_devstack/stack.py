@@ -47,7 +47,7 @@ class StackConfig:
     mongo_port: int = 27017
     auth_workers: int = 2
     file_workers: int = 2
-    file_threads: int = 8
+    file_threads: int = 32  # gthread: see file-service/Dockerfile for why
     auth_rate_limit: str = "60r/m"
     auth_rate_burst: int = 20
     cors_origin_regex: str = "^$"
@@ -68,7 +68,7 @@ class StackConfig:
             mongo_port=_env_int(environ, "MONGO_PORT", 27017),
             auth_workers=_env_int(environ, "AUTH_WORKERS", 2),
             file_workers=_env_int(environ, "FILE_WORKERS", 2),
-            file_threads=_env_int(environ, "FILE_THREADS", 8),
+            file_threads=_env_int(environ, "FILE_THREADS", 32),
             auth_rate_limit=environ.get("AUTH_RATE_LIMIT", "60r/m"),
             auth_rate_burst=_env_int(environ, "AUTH_RATE_BURST", 20),
             cors_origin_regex=environ.get("CORS_ORIGIN_REGEX", "^$"),
@@ -162,6 +162,7 @@ class Stack:
             "TRUSTED_PROXY_COUNT": "1",
             "DATA_DIR": str(self.path("data")),
             "PUBLIC_BASE_URL": c.base_url,
+            "FILE_THREADS": str(c.file_threads),  # the service caps its long-polls below it
         })
         env.setdefault("BLOB_URL_SECRET", self._secret("blob_url_secret"))
         return env

@@ -17,10 +17,14 @@ from satchel_shared.tokens import RemoteKeySet, TokenVerifier, install_verifier
 
 from .config import Config
 from .repositories import BlobRepository, FileObjectRepository, IntentRepository, UserFileRepository
+from .repositories.changes import ChangeRepository
+from .services.changes import ChangeFeed
 from .services.clock import Clock
 from .services.files import FileService, FileSettings
 from .services.maintenance import Maintenance
 from .services.refcounts import IntentLost, ReferencesBusy, RefCounts
+from .repositories.uploads import UploadRepository
+from .services.uploads import UploadService, UploadSettings
 from .storage import (BlobNotFound, BlobStore, LocalBlobStore, S3BlobStore, StorageError,
                       StorageUnavailable, build_s3_client)
 from .storage.signed_urls import SignedBlobUrls
@@ -70,6 +74,11 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     database = mongo[config.mongo_db]
     blobs, file_objects = BlobRepository(database), FileObjectRepository(database)
     intents, user_files = IntentRepository(database), UserFileRepository(database)
+    change_log = ChangeRepository(database)
+    changes = ChangeFeed(change_log, lease_seconds=config.change_pending_lease_seconds,
+                         retention_seconds=config.change_retention_seconds,
+                         max_waiting=config.max_waiting_long_polls, clock=clock)
+    app.extensions["satchel.changes"] = changes
     refcounts = RefCounts(blobs, file_objects, intents, store,
                           lease_seconds=config.gc_grace_seconds, clock=clock)
     settings = FileSettings(chunk_size_bytes=config.chunk_size_bytes,
@@ -81,13 +90,20 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     app.extensions["satchel.mongo"] = mongo
     app.extensions["satchel.blob_store"] = store
     app.extensions["satchel.files"] = FileService(user_files, file_objects, refcounts, store,
-                                                  settings, content_urls=content_urls, clock=clock)
+                                                  settings, content_urls=content_urls,
+                                                  changes=changes, clock=clock)
+    uploads = UploadRepository(database)
+    app.extensions["satchel.uploads"] = UploadService(
+        uploads, app.extensions["satchel.files"],
+        UploadSettings(upload_url_ttl_seconds=config.upload_url_ttl_seconds,
+                       upload_ttl_seconds=config.upload_ttl_seconds), clock=clock)
     app.extensions["satchel.maintenance"] = Maintenance(
         blobs, file_objects, intents, user_files, store, refcounts,
-        grace_seconds=config.gc_grace_seconds, clock=clock)
+        grace_seconds=config.gc_grace_seconds, changes=changes,
+        uploads=app.extensions["satchel.uploads"], clock=clock)
     app.extensions["satchel.accel_prefix"] = (
         config.accel_redirect_prefix.rstrip("/") if config.is_accel_redirect else None)
-    indexes = IndexBootstrap((blobs, file_objects, intents, user_files))
+    indexes = IndexBootstrap((blobs, file_objects, intents, user_files, change_log, uploads))
     app.extensions["satchel.indexes"] = indexes
     try:
         indexes.ensure()
@@ -100,9 +116,11 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
 
 
 def register_blueprints(app: Flask) -> None:
+    from .api.changes import blueprint as changes_blueprint
     from .api.files import blueprint as files_blueprint
     from .api.internal import blueprint as internal_blueprint
     from .api.public import blueprint as public_blueprint
+    from .api.uploads import blueprint as uploads_blueprint
 
     mongo = app.extensions["satchel.mongo"]
     store = app.extensions["satchel.blob_store"]
@@ -117,6 +135,8 @@ def register_blueprints(app: Flask) -> None:
     api = create_api(app, title="Satchel file service", version="v1",
                      openapi_json_path="/api/v1/openapi.json")
     api.register_blueprint(files_blueprint)
+    api.register_blueprint(uploads_blueprint)
+    api.register_blueprint(changes_blueprint)
     api.register_blueprint(public_blueprint)
 
 

@@ -36,6 +36,11 @@ class Config:
     user_quota_bytes: int = setting("USER_QUOTA_BYTES", 10 * 1024 ** 3,
                                     help="Sum of size_bytes of one user's files.")
     download_url_ttl_seconds: int = setting("DOWNLOAD_URL_TTL_SECONDS", 900)
+    upload_url_ttl_seconds: int = setting(
+        "UPLOAD_URL_TTL_SECONDS", 900, help="Lifetime of a chunk's pre-signed PUT URL (<= 7 days).")
+    upload_ttl_seconds: int = setting(
+        "UPLOAD_TTL_SECONDS", 86400,
+        help="A chunked upload untouched this long expires; gc collects its bytes.")
     accel_redirect: Optional[bool] = setting(
         "ACCEL_REDIRECT", None,
         help="Let nginx send local single-chunk files (X-Accel-Redirect); default: on for local.")
@@ -44,6 +49,23 @@ class Config:
     gc_grace_seconds: int = setting(
         "GC_GRACE_SECONDS", 3600,
         help="Age before unreferenced blobs, leftovers and dead requests' intents are removed.")
+    file_threads: int = setting("FILE_THREADS", 32,
+                                help="Threads per gunicorn worker (gthread): the same variable.")
+    changes_max_waiting: Optional[int] = setting(
+        "CHANGES_MAX_WAITING", None,
+        help="Long-polls one worker holds at once (default FILE_THREADS - 8, at least 1); "
+             "beyond it, /changes answers at once.")
+    change_pending_lease_seconds: int = setting(
+        "CHANGE_PENDING_LEASE_SECONDS", 30,
+        help="How long the feed waits for a change in flight before delivering it as uncertain.")
+    change_retention_seconds: int = setting("CHANGE_RETENTION_SECONDS", 30 * 24 * 3600,
+                                            help="How long gc keeps changes (and deletions).")
+
+    @property
+    def max_waiting_long_polls(self) -> int:
+        if self.changes_max_waiting is not None:
+            return self.changes_max_waiting
+        return max(self.file_threads - 8, 1)
 
     @property
     def is_accel_redirect(self) -> bool:
@@ -69,8 +91,21 @@ class Config:
             problems.append("USER_QUOTA_BYTES must be positive")
         if not 1 <= self.download_url_ttl_seconds <= 7 * 24 * 3600:
             problems.append("DOWNLOAD_URL_TTL_SECONDS must be between 1 and 604800")
+        if not 1 <= self.upload_url_ttl_seconds <= 7 * 24 * 3600:
+            problems.append("UPLOAD_URL_TTL_SECONDS must be between 1 and 604800")
+        if self.upload_ttl_seconds < 60:
+            problems.append("UPLOAD_TTL_SECONDS must be at least 60")
         if self.gc_grace_seconds < 60:
             problems.append("GC_GRACE_SECONDS must be at least 60")
+        if self.file_threads < 2:
+            problems.append("FILE_THREADS must be at least 2")
+        if self.changes_max_waiting is not None and not \
+                1 <= self.changes_max_waiting < self.file_threads:
+            problems.append("CHANGES_MAX_WAITING must be at least 1 and below FILE_THREADS")
+        if not 5 <= self.change_pending_lease_seconds <= 3600:
+            problems.append("CHANGE_PENDING_LEASE_SECONDS must be between 5 and 3600")
+        if self.change_retention_seconds < 3600:
+            problems.append("CHANGE_RETENTION_SECONDS must be at least 3600")
         if not self.accel_redirect_prefix.startswith("/"):
             problems.append("ACCEL_REDIRECT_PREFIX must start with /")
         if problems:

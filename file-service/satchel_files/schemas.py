@@ -5,8 +5,9 @@ import base64
 import binascii
 import re
 import unicodedata
+from datetime import datetime, timezone
 
-from marshmallow import Schema, ValidationError, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from satchel_shared.errors import ApiError
 
@@ -114,6 +115,12 @@ class ChunkSchema(Schema):
     index = fields.Integer()
     hash = fields.String()
     size_bytes = fields.Integer()
+    # chunked uploads: per-chunk state, where to PUT it, and (once available) where to GET it
+    status = fields.String()
+    reason = fields.String()
+    upload_url = fields.String()
+    upload_expires_at = fields.DateTime()
+    download_url = fields.String()
 
 
 class UserFileDetailSchema(UserFileSchema):
@@ -124,8 +131,11 @@ class UserFileDetailSchema(UserFileSchema):
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
     etag = fields.String()
-    download_url = fields.String()
+    download_url = fields.String(allow_none=True)
     download_url_expires_at = fields.DateTime()
+    chunk_size = fields.Integer()
+    upload_expires_at = fields.DateTime()   # chunked uploads in progress only
+    failure = fields.Dict(allow_none=True)  # chunked uploads that failed as a whole
 
 
 class PublicConfigSchema(Schema):
@@ -134,3 +144,124 @@ class PublicConfigSchema(Schema):
     user_quota_bytes = fields.Integer()
     download_url_ttl_seconds = fields.Integer()
     hash_algorithm = fields.String()
+
+
+# the change feed: cursor = base64url('c1:<seq>'); `since` = ISO 8601 or epoch milliseconds
+
+MAX_CHANGES_WAIT_SECONDS = 60
+
+
+def encode_change_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"c1:{seq}".encode("ascii")).decode("ascii").rstrip("=")
+
+
+def decode_change_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        version, seq = raw.split(":")
+        if version != "c1" or not seq.isdigit() or len(seq) > 12 or seq != str(int(seq)) \
+                or encode_change_cursor(int(seq)) != cursor:
+            raise ValueError(raw)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise ValidationError("Not a change cursor this service issued.") from None
+    return int(seq)
+
+
+def parse_since(text: str) -> int:
+    """Epoch milliseconds from '1700000000000' or an ISO 8601 time (UTC when no offset)."""
+    if text.isdigit() and len(text) <= 15:
+        return int(text)
+    moment = None
+    for candidate in (text, text[::-1].replace(" ", "+", 1)[::-1]):  # '+' sent unencoded
+        try:
+            moment = datetime.fromisoformat(candidate)
+            break
+        except ValueError:
+            continue
+    if moment is None or len(text) > 40:
+        raise ValidationError("Give an ISO 8601 time or epoch milliseconds.")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    millis = int(moment.timestamp() * 1000)
+    if millis < 0:
+        raise ValidationError("The time is before 1970.")
+    return millis
+
+
+class ChangeCursorField(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > 40:
+            raise ValidationError("Not a change cursor this service issued.")
+        return decode_change_cursor(text)
+
+
+class SinceField(fields.String):
+    def _deserialize(self, value, attr, data, **kwargs):
+        return parse_since(super()._deserialize(value, attr, data, **kwargs).strip())
+
+
+class ChangesQuery(Schema):
+    since = SinceField(load_default=None, metadata={"description": "ISO 8601 or epoch ms"})
+    cursor = ChangeCursorField(load_default=None)
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    wait = fields.Float(load_default=0, validate=validate.Range(min=0, max=MAX_CHANGES_WAIT_SECONDS),
+                        metadata={"description": "long-poll up to this many seconds"})
+
+    @validates_schema
+    def _since_or_cursor(self, data, **kwargs):
+        if (data.get("since") is None) == (data.get("cursor") is None):
+            raise ValidationError("Give either `since` or `cursor` (GET /api/v1/changes/latest "
+                                  "gives a cursor for now).", "cursor")
+
+
+class ChangeSchema(Schema):
+    file_id = fields.String()
+    op = fields.String(metadata={"enum": ["created", "updated", "renamed", "deleted"]})
+    at = fields.DateTime()
+    filename = fields.String(allow_none=True)
+    size_bytes = fields.Integer(allow_none=True)
+    hash = fields.String(allow_none=True)
+    version = fields.Integer(allow_none=True)
+
+
+class ChangesPageSchema(Schema):
+    changes = fields.List(fields.Nested(ChangeSchema))
+    file_ids = fields.List(fields.String())
+    cursor = fields.String()
+    has_more = fields.Boolean()
+
+
+class LatestCursorSchema(Schema):
+    cursor = fields.String()
+
+
+# --- chunked uploads (POST /api/v1/files, PATCH /api/v1/files/{id}) ------------------------
+
+_SHA256_HEX = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="Must be a SHA-256 in hex.")
+MAX_DECLARED_CHUNKS = 1 << 20
+
+
+class DeclaredChunkSchema(Schema):
+    index = fields.Integer(required=True, validate=validate.Range(min=0))
+    hash = fields.String(required=True, validate=_SHA256_HEX)
+    size_bytes = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class RegisterUploadSchema(Schema):
+    filename = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    size_bytes = fields.Integer(required=True, validate=validate.Range(min=0))
+    mime_type = fields.String(load_default=None, validate=validate.Length(max=255))
+    hash = fields.String(required=True, validate=_SHA256_HEX)
+    chunks = fields.List(fields.Nested(DeclaredChunkSchema), required=True,
+                         validate=validate.Length(max=MAX_DECLARED_CHUNKS))
+
+
+class ChunkReportSchema(Schema):
+    index = fields.Integer(required=True, validate=validate.Range(min=0))
+    status = fields.String(required=True, validate=validate.OneOf(["uploaded"]))
+
+
+class ReportChunksSchema(Schema):
+    chunks = fields.List(fields.Nested(ChunkReportSchema), required=True,
+                         validate=validate.Length(min=1, max=MAX_DECLARED_CHUNKS))

@@ -110,8 +110,14 @@ def test_metadata_has_chunks_versions_etag_and_a_download_url(client, alice, upl
     meta = client.get(f"/api/v1/files/{item['user_file_id']}", headers=alice).get_json()
 
     assert meta["status"] == "available" and meta["version"] == 1
-    assert meta["chunks"] == [{"index": 0, "hash": sha(data[:CHUNK]), "size_bytes": CHUNK},
-                              {"index": 1, "hash": sha(data[CHUNK:]), "size_bytes": 5}]
+    assert [{k: c[k] for k in ("index", "hash", "size_bytes", "status")}
+            for c in meta["chunks"]] == [
+        {"index": 0, "hash": sha(data[:CHUNK]), "size_bytes": CHUNK, "status": "verified"},
+        {"index": 1, "hash": sha(data[CHUNK:]), "size_bytes": 5, "status": "verified"}]
+    for chunk in meta["chunks"]:  # seed 000's per-chunk links
+        link = urlsplit(chunk["download_url"])
+        assert link.path.endswith(chunk["hash"])
+        assert store.verify_signed_url("GET", link.path, dict(parse_qsl(link.query)))
     assert meta["etag"] == f'"{item["hash"]}.v1"'
     url = urlsplit(meta["download_url"])
     assert url.path == f"/api/v1/files/{item['user_file_id']}/content"

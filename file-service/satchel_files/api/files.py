@@ -71,8 +71,9 @@ def list_files(query):
 @blueprint.response(200, UserFileDetailSchema)
 @blueprint.doc(security=_BEARER)
 def get_file(user_file_id):
-    """A file's metadata, chunk list and a pre-signed download URL."""
-    return _files().get_file(g.user_id, user_file_id)
+    """A file's metadata, chunks and pre-signed download URLs (per chunk and whole); for a
+    chunked upload in progress, its state with fresh upload URLs (this is how to resume)."""
+    return current_app.extensions["satchel.uploads"].get_file(g.user_id, user_file_id)
 
 
 @blueprint.put("/<user_file_id>")
@@ -89,8 +90,9 @@ def update_file(user_file_id):
 @blueprint.response(204)
 @blueprint.doc(security=_BEARER)
 def delete_file(user_file_id):
-    """Delete the file; its content is kept while other files still share it."""
-    _files().delete_file(g.user_id, user_file_id)
+    """Delete the file (its content is kept while other files still share it), or abort a
+    chunked upload in progress."""
+    current_app.extensions["satchel.uploads"].delete_file(g.user_id, user_file_id)
 
 
 @blueprint.get("/<user_file_id>/content")

@@ -12,7 +12,9 @@ class UserFileRepository:
     """`user_files`: a user's entries.
 
     {_id: uuid4, owner_id, filename, file_object_id, hash, size_bytes, mime_type,
-     status: "available", version, created_at, created_ms, updated_at}
+     status: "available", version, created_at, created_ms, updated_at, change_seq}
+
+    `change_seq` is the number of the owner's last change applied to the entry (services/changes).
 
     `created_ms` (created_at as epoch milliseconds) is the list's sort and keyset key:
     nx-27017 compares datetimes only to the second.
@@ -59,9 +61,10 @@ class UserFileRepository:
         return result.matched_count == 1
 
     def delete_if_unchanged(self, current: dict) -> bool:
+        """Delete the entry only if nobody changed it (content or name) since `current`."""
         result = self.collection.delete_one(
             {"_id": current["_id"], "owner_id": current["owner_id"],
-             "file_object_id": current["file_object_id"]})
+             "version": current["version"], "file_object_id": current["file_object_id"]})
         return result.deleted_count == 1
 
     def all(self) -> Iterator[dict]:

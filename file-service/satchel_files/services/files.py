@@ -5,6 +5,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from ..repositories.user_files import AVAILABLE
 from ..storage import BlobStore
 from ..storage.signed_urls import SignedBlobUrls
 from . import mime
+from .changes import CHANGE_SEQ_FIELD, CREATED, DELETED, RENAMED, UPDATED, ChangeFeed
 from .clock import Clock, utc_datetime
 from .ingest import FileIngest, IngestedFile
 from .refcounts import Intent, RefCounts
@@ -73,13 +75,14 @@ def chunk_sizes(size_bytes: int, chunk_size: int, count: int) -> list[int]:
 class FileService:
     def __init__(self, user_files: UserFileRepository, file_objects: FileObjectRepository,
                  refcounts: RefCounts, store: BlobStore, settings: FileSettings, *,
-                 content_urls: SignedBlobUrls, clock: Clock = time.time):
+                 content_urls: SignedBlobUrls, changes: ChangeFeed, clock: Clock = time.time):
         self.user_files = user_files
         self.file_objects = file_objects
         self.refcounts = refcounts
         self.store = store
         self.settings = settings
         self.content_urls = content_urls
+        self.changes = changes
         self.clock = clock
 
     # upload
@@ -169,7 +172,11 @@ class FileService:
         total = sum(item.content.size_bytes for item in received)
         self._check_limits(0, self.user_files.total_size_for_owner(owner_id) + total)
         try:
-            self.user_files.insert_many(documents)
+            with ExitStack() as recordings:  # one change per file, opened before the insert
+                for document in documents:
+                    document[CHANGE_SEQ_FIELD] = recordings.enter_context(self.changes.recording(
+                        owner_id, document["_id"], CREATED, details=document)).seq
+                self.user_files.insert_many(documents)
         except PyMongoError:
             try:
                 self.user_files.delete_ids([doc["_id"] for doc in documents])
@@ -194,7 +201,21 @@ class FileService:
 
     def get_file(self, owner_id: str, user_file_id: str) -> dict:
         user_file = self._load_owned(owner_id, user_file_id)
-        return self._detail(user_file)
+        return self._current_detail(owner_id, user_file)
+
+    def _current_detail(self, owner_id: str, user_file: dict) -> dict:
+        """`_detail`, read again if a concurrent replace or delete released the file object
+        between our two reads: the entry has moved on, so describe it as it is now (or 404)."""
+        for attempt in range(_UPDATE_RETRIES):
+            try:
+                return self._detail(user_file)
+            except ApiError as exc:
+                fresh = self._load_owned(owner_id, user_file["_id"])
+                if exc.status != 500 or attempt == _UPDATE_RETRIES - 1 \
+                        or fresh["file_object_id"] == user_file["file_object_id"]:
+                    raise
+                user_file = fresh
+        raise AssertionError("unreachable")
 
     def _summary(self, user_file: dict, file_object: dict | None) -> dict:
         ref_count = file_object["ref_count"] if file_object else 0
@@ -230,8 +251,10 @@ class FileService:
             **summary,
             "hash": user_file["hash"],
             "status": user_file["status"],
-            "chunks": [{"index": index, "hash": chunk, "size_bytes": size}
+            "chunks": [{"index": index, "hash": chunk, "size_bytes": size, "status": "verified",
+                        "download_url": self.store.presign_get(chunk, expires_seconds=ttl)}
                        for index, (chunk, size) in enumerate(zip(chunk_hashes, sizes))],
+            "chunk_size": self.settings.chunk_size_bytes,
             "version": user_file["version"],
             "created_at": as_utc(user_file["created_at"]),
             "updated_at": as_utc(user_file["updated_at"]),
@@ -306,8 +329,11 @@ class FileService:
         try:
             new_name, received = self._receive_update(owner_id, current, parts, intent)
             file_object = self._acquire_content(intent, received) if received else None
-            updated, replaced = self._replace(owner_id, current, new_name, received, file_object,
-                                              intent, if_match)
+            with self.changes.recording(owner_id, user_file_id,
+                                        UPDATED if received else RENAMED) as change:
+                updated, replaced = self._replace(owner_id, current, new_name, received,
+                                                  file_object, intent, if_match, change)
+                change.details(**updated)
             self.refcounts.hand_over_file_object_refs(intent)
             if replaced is not None:
                 self.refcounts.release_file_object(replaced)
@@ -315,7 +341,7 @@ class FileService:
         except BaseException:
             self.refcounts.abort(intent)
             raise
-        return self._detail(updated)
+        return self._current_detail(owner_id, updated)
 
     def _receive_update(self, owner_id: str, current: dict, parts, intent: Intent):
         usage = self.user_files.total_size_for_owner(owner_id) - current["size_bytes"]
@@ -342,10 +368,12 @@ class FileService:
                            "Send new content (a 'file' part), a new 'filename', or both.")
         return new_name, received
 
-    def _replace(self, owner_id, current, new_name, received, file_object, intent, if_match):
+    def _replace(self, owner_id, current, new_name, received, file_object, intent, if_match,
+                 change):
         for _ in range(_UPDATE_RETRIES):
+            change.follow(current)
             replacement = {**current, "version": current["version"] + 1,
-                           "updated_at": utc_datetime(self.clock)}
+                           "updated_at": utc_datetime(self.clock), CHANGE_SEQ_FIELD: change.seq}
             if new_name is not None:
                 replacement["filename"] = new_name
             if received is not None:
@@ -364,13 +392,16 @@ class FileService:
         current = self._load_owned(owner_id, user_file_id)
         intent = self.refcounts.begin()
         try:
-            for _ in range(_UPDATE_RETRIES):
-                self.refcounts.note_release(intent, current["file_object_id"])
-                if self.user_files.delete_if_unchanged(current):
-                    break
-                current = self._load_owned(owner_id, user_file_id)
-            else:
-                raise ApiError(409, "conflict", "The file is changing too often; retry.")
+            with self.changes.recording(owner_id, user_file_id, DELETED) as change:
+                for _ in range(_UPDATE_RETRIES):
+                    change.follow(current)
+                    self.refcounts.note_release(intent, current["file_object_id"])
+                    if self.user_files.delete_if_unchanged(current):
+                        break
+                    current = self._load_owned(owner_id, user_file_id)
+                else:
+                    raise ApiError(409, "conflict", "The file is changing too often; retry.")
+                change.details(filename=current["filename"], version=current["version"])
             self.refcounts.release_file_object(current["file_object_id"])
             self.refcounts.end(intent)
         except BaseException:

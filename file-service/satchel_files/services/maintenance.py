@@ -16,6 +16,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 from datetime import datetime, timezone
 
 from pymongo.errors import DuplicateKeyError
@@ -25,7 +26,11 @@ from ..repositories.blobs import DELETING as BLOB_DELETING
 from ..repositories.file_objects import DELETING as FO_DELETING
 from ..storage import BlobStore
 from .clock import Clock, now_ms, utc_datetime
+from .changes import ChangeFeed
 from .refcounts import RefCounts
+
+if TYPE_CHECKING:
+    from .uploads import UploadService
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +76,8 @@ class GcReport:
 class Maintenance:
     def __init__(self, blobs: BlobRepository, file_objects: FileObjectRepository,
                  intents: IntentRepository, user_files: UserFileRepository, store: BlobStore,
-                 refcounts: RefCounts, *, grace_seconds: int, clock: Clock = time.time):
+                 refcounts: RefCounts, *, grace_seconds: int, changes: ChangeFeed | None = None,
+                 uploads: "UploadService | None" = None, clock: Clock = time.time):
         self.blobs = blobs
         self.file_objects = file_objects
         self.intents = intents
@@ -79,6 +85,8 @@ class Maintenance:
         self.store = store
         self.refcounts = refcounts
         self.grace_seconds = grace_seconds
+        self.changes = changes
+        self.uploads = uploads  # chunked uploads in progress hold blob refs too
         self.clock = clock
 
     def _cutoff_ms(self, grace_seconds: int | None = None) -> int:
@@ -120,7 +128,8 @@ class Maintenance:
         for intent in self._live_intents(cutoff_ms):
             expected.update(set(intent["file_object_refs"]))
         referenced_by_files: Counter[str] = Counter(
-            doc["file_object_id"] for doc in self.user_files.all())
+            doc["file_object_id"] for doc in self.user_files.all()
+            if doc.get("file_object_id") is not None)  # uploads in progress have none
         expected.update(referenced_by_files)
         report.checked["file_objects"] = len(snapshot)
         report.checked["user_files"] = sum(referenced_by_files.values())
@@ -156,6 +165,10 @@ class Maintenance:
         expected: Counter[str] = Counter()
         for intent in self._live_intents(cutoff_ms):
             expected.update(intent["blob_refs"])
+        if self.uploads is not None:  # after intents, before file objects: refs move that way
+            held_by_uploads = self.uploads.held_blob_refs()
+            expected.update(held_by_uploads)
+            report.checked["upload_chunk_refs"] = sum(held_by_uploads.values())
         chunk_users: dict[str, list[str]] = {}
         for file_object in self.file_objects.all():
             expected.update(file_object["chunks"])
@@ -244,6 +257,10 @@ class Maintenance:
         for intent in list(self.intents.stale(lease_cutoff_ms)):
             if dry_run or self.intents.delete_if_stale(intent["_id"], lease_cutoff_ms):
                 report.removed["stale_intents"] += 1
+        live_upload_keys: set[str] = set()
+        if self.uploads is not None:  # before blobs: expiring releases refs, staging
+            report.removed["expired_uploads"] = self.uploads.expire_abandoned(dry_run=dry_run)
+            live_upload_keys = self.uploads.live_upload_keys()
         for doc in list(self.file_objects.stuck_deleting(lease_cutoff_ms)):
             if not dry_run:
                 self.file_objects.delete_deleting(doc["_id"])
@@ -260,6 +277,8 @@ class Maintenance:
                 if dry_run or self._delete_orphan(info.hash, info.size_bytes):
                     self._count_blob(report, "orphan_blobs", info.size_bytes)
         for staging in list(self.store.iter_staging()):  # may be uploads in flight: lease
+            if staging.upload_key in live_upload_keys:
+                continue  # an upload in progress owns it until it expires
             if _ms(staging.modified_at) <= min(cutoff_ms, lease_cutoff_ms):
                 if not dry_run:
                     self.store.delete_staging(staging.upload_key)
@@ -268,6 +287,8 @@ class Maintenance:
             count, size = self.store.remove_stale_temp(_datetime(min(cutoff_ms, lease_cutoff_ms)))
             report.removed["temp_files"] = count
             report.removed_bytes += size
+        if self.changes is not None:  # retention is its own setting, not the grace period
+            report.removed["changes"] = self.changes.trim(dry_run=dry_run)
         return report
 
     def collect_blob(self, blob_hash: str, cutoff_ms: int) -> bool:

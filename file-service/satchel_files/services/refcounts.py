@@ -6,8 +6,9 @@ count too HIGH (a leak that `fsck --repair` and `gc` clean up), never too low (d
 
 Documents
     blobs          {_id: chunk sha256, ref_count, rev, state: present|deleting, zero_since_ms, ...}
-                   ref_count = chunk references from file objects (with multiplicity) plus those
-                   held by in-flight requests.
+                   ref_count = chunk references from file objects (with multiplicity), from the
+                   verified chunks of chunked uploads in progress (user_files with status
+                   uploading/failed, see uploads.py) plus those held by in-flight requests.
     file_objects   {_id, hash (unique), chunks, ref_count, rev, state: live|deleting, ...}
                    ref_count = user files pointing at it plus in-flight requests' references.
     ref_intents    {_id, blob_refs: [...], file_object_refs: [...], heartbeat_ms}
@@ -166,6 +167,20 @@ class RefCounts:
         intent.held_blob_refs.append(blob_hash)
         self.store.put(blob_hash, data, verified=True)
 
+    def acquire_stored_blob(self, intent: Intent, blob_hash: str, size_bytes: int) -> None:
+        """Take one reference to the chunk `blob_hash` without writing bytes: they are stored
+        already, or the caller stores them next (a verified staging upload promoted AFTER this,
+        so GC cannot remove them in between). Chunked uploads use it."""
+        if not self.intents.add_blob_ref(intent.id, blob_hash, self._now_ms()):
+            raise IntentLost(intent.id)
+        self._increment_blob(blob_hash, size_bytes)
+        intent.held_blob_refs.append(blob_hash)
+
+    def release_held_blob(self, intent: Intent, blob_hash: str) -> None:
+        """Give back one reference this request took (the intent still lists it: harmless)."""
+        intent.held_blob_refs.remove(blob_hash)
+        self.release_blob(blob_hash)
+
     def _increment_blob(self, blob_hash: str, size_bytes: int) -> None:
         for attempt in range(self.busy_retries):
             if self.blobs.increment_present(blob_hash):
@@ -243,6 +258,15 @@ class RefCounts:
                 intent.held_blob_refs.remove(blob_hash)
             return document
         raise ReferencesBusy(f"file object {file_hash} is being deleted")
+
+    def reuse_file_object(self, intent: Intent, file_object_id: str) -> bool:
+        """Take a reference to an existing file object if it is still live (False if not: it
+        is being deleted). Needs no chunk references: the file object holds its own."""
+        self._note_file_object_ref(intent, file_object_id)
+        if not self.file_objects.increment_live(file_object_id):
+            return False
+        intent.held_file_object_refs.append(file_object_id)
+        return True
 
     def _note_file_object_ref(self, intent: Intent, file_object_id: str) -> None:
         if not self.intents.add_file_object_ref(intent.id, file_object_id, self._now_ms()):

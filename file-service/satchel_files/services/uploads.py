@@ -1,0 +1,501 @@
+"""Chunked uploads straight to blob storage (seed 000): register, PUT to pre-signed URLs, report.
+
+    POST  /api/v1/files        register: declared size, hash and chunk list -> a URL per chunk
+                               still needed (chunks this user already holds are skipped)
+    PUT   <upload_url>         the client sends one chunk to S3 / the gateway (never through us)
+    PATCH /api/v1/files/{id}   "chunk i is uploaded" -> verified (size, SHA-256, promoted to its
+                               blob) or failed with a reason and a fresh URL; when all are
+                               verified and the whole-file hash matches, the file is available
+    GET   /api/v1/files/{id}   state, with fresh URLs for the chunks still needed (resume)
+    DELETE                     abort: references released, staged bytes removed
+
+References (see refcounts.py): a verified chunk entry of an upload holds one blob reference,
+taken through an intent before its bytes are promoted from staging; the intent is dropped only
+after the upload document shows the chunk verified (fsck scans intents, then uploads, then file
+objects). On completion the file object is acquired exactly as the multipart path does (chunk
+refs through an intent, then the file object by whole hash); the upload's own chunk refs are
+released only after the entry became available, so counts are never too low.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from satchel_shared.errors import ApiError
+
+from .. import schemas
+from ..repositories import FileObjectRepository, UserFileRepository
+from ..repositories.file_objects import LIVE
+from ..repositories.uploads import (CHUNK_FAILED, FAILED, IN_PROGRESS, PENDING, UPLOADING,
+                                    VERIFIED, UploadRepository)
+from ..repositories.user_files import AVAILABLE
+from ..storage import BlobStore
+from ..storage.base import BlobHashMismatch, BlobNotFound
+from . import mime
+from .changes import CHANGE_SEQ_FIELD, CREATED
+from .clock import Clock, now_ms, utc_datetime
+from .files import FileService, chunk_sizes
+from .refcounts import RefCounts
+
+log = logging.getLogger(__name__)
+
+_WRITE_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    upload_url_ttl_seconds: int
+    upload_ttl_seconds: int
+
+
+def new_upload_key() -> str:
+    """Random and unguessable, one per chunk per attempt: the staging object's name."""
+    return secrets.token_urlsafe(24)
+
+
+class UploadService:
+    def __init__(self, uploads: UploadRepository, files: FileService, settings: UploadSettings,
+                 *, clock: Clock = time.time):
+        self.uploads = uploads
+        self.files = files
+        self.settings = settings
+        self.clock = clock
+
+    @property
+    def refcounts(self) -> RefCounts:
+        return self.files.refcounts
+
+    @property
+    def store(self) -> BlobStore:
+        return self.files.store
+
+    @property
+    def user_files(self) -> UserFileRepository:
+        return self.files.user_files
+
+    @property
+    def file_objects(self) -> FileObjectRepository:
+        return self.files.file_objects
+
+    def _expires_ms(self) -> int:
+        return now_ms(self.clock) + 1000 * self.settings.upload_ttl_seconds
+
+    # register
+
+    def register(self, owner_id: str, request: dict) -> dict:
+        """POST /api/v1/files: a new upload (201), or at once an available file when this user
+        already has a file with exactly this content."""
+        chunk_size = self.files.settings.chunk_size_bytes
+        size_bytes, file_hash = request["size_bytes"], request["hash"].lower()
+        declared = [{**chunk, "hash": chunk["hash"].lower()} for chunk in request["chunks"]]
+        self.files._check_limits(size_bytes, self.user_files.total_size_for_owner(owner_id)
+                                 + size_bytes)
+        _check_chunking(size_bytes, chunk_size, declared)
+        filename = schemas.clean_filename(_utf8(request["filename"], "filename"))
+        declared_type = mime.normalize(_utf8(request.get("mime_type"), "mime_type"))
+        chunk_hashes = [chunk["hash"] for chunk in declared]
+
+        existing = self._own_file_object(owner_id, file_hash, size_bytes, chunk_hashes)
+        if existing is not None:
+            done = self._reuse_own_content(owner_id, existing, filename, declared_type)
+            if done is not None:
+                return done
+
+        owned = self._owned_chunk_hashes(owner_id, set(chunk_hashes))
+        intent = self.refcounts.begin()
+        try:
+            chunks = []
+            for chunk in declared:
+                is_held = chunk["hash"] in owned and self._take_owned_chunk(intent, chunk)
+                chunks.append({"index": chunk["index"], "hash": chunk["hash"],
+                               "size_bytes": chunk["size_bytes"],
+                               "status": VERIFIED if is_held else PENDING,
+                               "upload_key": None if is_held else new_upload_key(),
+                               "reason": None})
+            now = utc_datetime(self.clock)
+            document = {
+                "_id": str(uuid.uuid4()), "owner_id": owner_id, "filename": filename,
+                "file_object_id": None, "hash": file_hash, "size_bytes": size_bytes,
+                "mime_type": declared_type, "status": UPLOADING, "version": 1,
+                "created_at": now, "created_ms": int(now.timestamp() * 1000), "updated_at": now,
+                "chunk_size": chunk_size, "chunks": chunks, "upload_rev": 1,
+                "upload_expires_ms": self._expires_ms(), "failure": None,
+            }
+            # Registrations by the same user can race; look again right before inserting.
+            self.files._check_limits(0, self.user_files.total_size_for_owner(owner_id)
+                                     + size_bytes)
+            self.uploads.insert(document)
+            self.refcounts.end(intent)  # the upload's verified chunks hold the refs now
+        except BaseException:
+            self.refcounts.abort(intent)
+            raise
+        if all(chunk["status"] == VERIFIED for chunk in chunks):
+            document = self._complete(document)
+        return self._describe(document)
+
+    def _own_file_object(self, owner_id: str, file_hash: str, size_bytes: int,
+                         chunk_hashes: list[str]) -> dict | None:
+        """A live file object with exactly this content that one of the owner's files uses."""
+        file_object = self.file_objects.find_by_hash(file_hash)
+        if (file_object is None or file_object.get("state") != LIVE
+                or file_object["chunks"] != chunk_hashes or file_object["size_bytes"] != size_bytes):
+            return None
+        if not self.uploads.owner_has_file_object(owner_id, file_object["_id"]):
+            return None
+        return file_object
+
+    def _reuse_own_content(self, owner_id: str, file_object: dict, filename: str,
+                           declared_type: str) -> dict | None:
+        mime_type = mime.choose(self._head(file_object["chunks"]), declared=declared_type,
+                                filename=filename)
+        intent = self.refcounts.begin()
+        try:
+            if not self.refcounts.reuse_file_object(intent, file_object["_id"]):
+                self.refcounts.abort(intent)
+                return None  # being deleted right now: take the ordinary path
+            document = _available_document(str(uuid.uuid4()), owner_id, filename, file_object,
+                                           mime_type, utc_datetime(self.clock))
+            self.files._check_limits(0, self.user_files.total_size_for_owner(owner_id)
+                                     + file_object["size_bytes"])
+            self.mark_available(None, document)
+            self.refcounts.hand_over_file_object_refs(intent)
+            self.refcounts.end(intent)
+        except BaseException:
+            self.refcounts.abort(intent)
+            raise
+        return self.files._detail(document)
+
+    def _owned_chunk_hashes(self, owner_id: str, wanted: set[str]) -> set[str]:
+        """Which of `wanted` this user already holds as verified content: chunks of their
+        available files and verified chunks of their own uploads. Nobody else's count."""
+        owned: set[str] = set()
+        file_object_ids = []
+        for entry in self.uploads.for_owner(owner_id):
+            if entry.get("status") == AVAILABLE and entry.get("file_object_id"):
+                file_object_ids.append(entry["file_object_id"])
+            elif entry.get("status") in IN_PROGRESS:
+                owned.update(c["hash"] for c in entry.get("chunks", ()) if c["status"] == VERIFIED)
+        for file_object in self.file_objects.find_many(file_object_ids).values():
+            owned.update(file_object["chunks"])
+        return owned & wanted
+
+    def _take_owned_chunk(self, intent, chunk: dict) -> bool:
+        """A reference to a chunk the user holds; False (nothing held) if its bytes are gone."""
+        self.refcounts.acquire_stored_blob(intent, chunk["hash"], chunk["size_bytes"])
+        if self.store.size(chunk["hash"]) == chunk["size_bytes"]:
+            return True
+        self.refcounts.release_held_blob(intent, chunk["hash"])
+        return False
+
+    # report
+
+    def report_chunks(self, owner_id: str, user_file_id: str, reports: list[dict]) -> dict:
+        """PATCH: verify every chunk reported uploaded; idempotent (verified stays verified)."""
+        upload = self._load_owned(owner_id, user_file_id)
+        if upload["status"] == AVAILABLE:
+            return self.files._detail(upload)
+        count = len(upload["chunks"])
+        bad = sorted({report["index"] for report in reports if report["index"] >= count})
+        if bad:
+            raise ApiError(400, "invalid_chunk_index",
+                           f"This upload has chunks 0..{count - 1}.", {"indexes": bad})
+        reported = {report["index"] for report in reports}
+        is_written = False
+        if upload["status"] == UPLOADING:
+            for index in sorted(reported):
+                chunk = upload["chunks"][index]
+                if chunk["status"] == VERIFIED:
+                    continue
+                written = self._verify_chunk(upload, chunk)
+                if written is None:  # someone else settled it: read what they wrote
+                    written = self.uploads.find(user_file_id)
+                    if written is None:
+                        raise ApiError(404, "not_found", "No such file.")
+                upload, is_written = written, True
+                if upload["status"] != UPLOADING:
+                    break
+        if upload["status"] == UPLOADING and all(c["status"] == VERIFIED for c in upload["chunks"]):
+            upload = self._complete(upload)
+        elif upload["status"] in IN_PROGRESS and not is_written:
+            self.uploads.touch(user_file_id, self._expires_ms())
+        return self._describe(upload, urls_for=reported)
+
+    def _verify_chunk(self, upload: dict, chunk: dict) -> dict | None:
+        """Check one chunk's staged bytes and record the outcome; the upload as written."""
+        key, index = chunk["upload_key"], chunk["index"]
+        staged = self.store.staging_size(key)
+        if staged is None:
+            return self._record(upload["_id"], index, key, CHUNK_FAILED,
+                                "No bytes were received for this chunk; PUT them to upload_url.")
+        if staged != chunk["size_bytes"]:
+            self.store.delete_staging(key)
+            return self._record(upload["_id"], index, key, CHUNK_FAILED,
+                                f"Received {staged} bytes; this chunk has {chunk['size_bytes']}.")
+        intent = self.refcounts.begin()
+        try:
+            self.refcounts.acquire_stored_blob(intent, chunk["hash"], chunk["size_bytes"])
+            self.store.promote_staging(key, chunk["hash"])  # re-hashes; never overwrites
+        except BlobHashMismatch:
+            self.refcounts.abort(intent)
+            return self._record(upload["_id"], index, key, CHUNK_FAILED,
+                                "The bytes received do not have this chunk's SHA-256.")
+        except BlobNotFound:  # a concurrent report of the same chunk took them
+            self.refcounts.abort(intent)
+            return None
+        except BaseException:
+            self.refcounts.abort(intent)
+            raise
+        try:
+            written = self._record(upload["_id"], index, key, VERIFIED, None)
+        except BaseException:
+            self.refcounts.abort(intent)
+            raise
+        if written is None:
+            self.refcounts.abort(intent)  # aborted or reported twice: our ref is not needed
+        else:
+            self.refcounts.end(intent)
+        return written
+
+    def _record(self, upload_id: str, index: int, key: str, status: str,
+                reason: str | None) -> dict | None:
+        """Set chunk `index` (still at attempt `key`) to `status`; None if that attempt is
+        settled already or the upload is gone. A failed chunk gets a new attempt key."""
+        for _ in range(_WRITE_RETRIES):
+            current = self.uploads.find(upload_id)
+            if current is None or current["status"] != UPLOADING:
+                return None
+            chunk = current["chunks"][index]
+            if chunk["upload_key"] != key or chunk["status"] == VERIFIED:
+                return None
+            chunks = list(current["chunks"])
+            chunks[index] = {**chunk, "status": status, "reason": reason,
+                             "upload_key": None if status == VERIFIED else new_upload_key()}
+            replacement = {**current, "chunks": chunks, "upload_rev": current["upload_rev"] + 1,
+                           "upload_expires_ms": self._expires_ms()}
+            if self.uploads.replace_if_rev(current, replacement):
+                return replacement
+        raise ApiError(409, "conflict", "The upload is changing too often; retry.")
+
+    # complete
+
+    def _complete(self, upload: dict) -> dict:
+        """Every chunk is verified: check the whole-file hash, then make the file available."""
+        chunk_hashes = [chunk["hash"] for chunk in upload["chunks"]]
+        known = self.file_objects.find_by_hash(upload["hash"])
+        # A file object's hash was verified when it was made; the same verified chunks in the
+        # same order are the same bytes, so they need no second read.
+        if not (known is not None and known["chunks"] == chunk_hashes
+                and known["size_bytes"] == upload["size_bytes"]):
+            actual = self._hash_chunks(chunk_hashes)
+            if actual != upload["hash"]:
+                return self._fail(upload, "file_hash_mismatch",
+                                  f"The chunks put together have SHA-256 {actual}, not the "
+                                  f"declared {upload['hash']}.")
+        try:
+            mime_type = mime.choose(self._head(chunk_hashes), declared=upload["mime_type"],
+                                    filename=upload["filename"])
+        except ApiError as exc:
+            return self._fail(upload, exc.code, exc.message)
+        intent = self.refcounts.begin()
+        try:
+            for chunk in upload["chunks"]:  # the file object's own refs, as multipart takes them
+                self.refcounts.acquire_stored_blob(intent, chunk["hash"], chunk["size_bytes"])
+            file_object = self.refcounts.acquire_file_object(intent, {
+                "hash": upload["hash"], "size_bytes": upload["size_bytes"],
+                "mime_type": mime_type, "chunk_size": upload["chunk_size"],
+                "chunks": chunk_hashes}, chunk_hashes)
+            document = _available_document(upload["_id"], upload["owner_id"], upload["filename"],
+                                           file_object, mime_type, utc_datetime(self.clock))
+            if not self.mark_available(upload, document):
+                self.refcounts.abort(intent)  # finished, aborted or expired meanwhile
+                return self.uploads.find(upload["_id"]) or upload
+            self.refcounts.hand_over_file_object_refs(intent)
+            for chunk in upload["chunks"]:  # the upload's refs: no document shows them now
+                self.refcounts.release_blob(chunk["hash"])
+            self.refcounts.end(intent)
+        except BaseException:
+            self.refcounts.abort(intent)
+            raise
+        return document
+
+    def mark_available(self, upload: dict | None, available: dict) -> bool:
+        """THE moment a chunked upload's file becomes available: one write that turns the
+        upload `upload` into the user file `available` (or, with `upload` None, inserts
+        `available` for a re-upload of content the user already has). False if the upload
+        was finished, aborted or expired by someone else first (nothing changed).
+        The change feed records its "created" change around this call."""
+        with self.files.changes.recording(available["owner_id"], available["_id"], CREATED,
+                                          details=available) as change:
+            available[CHANGE_SEQ_FIELD] = change.seq
+            if upload is None:
+                self.user_files.insert_many([available])
+                return True
+            if self.uploads.replace_if_rev(upload, available):
+                return True
+            change.discard()
+            return False
+
+    def _fail(self, upload: dict, code: str, message: str) -> dict:
+        """The whole file is wrong (not a chunk): terminal; DELETE it or let it expire."""
+        replacement = {**upload, "status": FAILED, "upload_rev": upload["upload_rev"] + 1,
+                       "failure": {"code": code, "message": message}}
+        if self.uploads.replace_if_rev(upload, replacement):
+            return replacement
+        return self.uploads.find(upload["_id"]) or upload
+
+    def _hash_chunks(self, chunk_hashes: list[str]) -> str:
+        """SHA-256 of the chunks read back from the store in order, a piece at a time."""
+        digest = hashlib.sha256()
+        for chunk_hash in chunk_hashes:
+            for piece in self.store.open(chunk_hash):
+                digest.update(piece)
+        return digest.hexdigest()
+
+    def _head(self, chunk_hashes: list[str]) -> bytes:
+        if not chunk_hashes:
+            return b""
+        head = bytearray()
+        for piece in self.store.open(chunk_hashes[0], 0, mime.SNIFF_BYTES):
+            head += piece
+        return bytes(head)
+
+    # read, resume, abort
+
+    def get_file(self, owner_id: str, user_file_id: str) -> dict:
+        """GET: an available file's detail, or an upload's state with fresh URLs (resume)."""
+        upload = self._load_owned(owner_id, user_file_id)
+        if upload["status"] == AVAILABLE:
+            return self.files._detail(upload)
+        self.uploads.touch(user_file_id, self._expires_ms())
+        return self._describe(upload)
+
+    def delete_file(self, owner_id: str, user_file_id: str) -> None:
+        """DELETE: an upload in progress is aborted; an available file is deleted as usual."""
+        for _ in range(_WRITE_RETRIES):
+            upload = self._load_owned(owner_id, user_file_id)
+            if upload["status"] == AVAILABLE:
+                self.files.delete_file(owner_id, user_file_id)
+                return
+            if self._discard(upload):
+                return
+        raise ApiError(409, "conflict", "The upload is changing too often; retry.")
+
+    def _discard(self, upload: dict) -> bool:
+        """Delete the upload, then give back its chunk refs and staged bytes."""
+        if not self.uploads.delete_if_rev(upload):
+            return False
+        for chunk in upload["chunks"]:
+            if chunk["status"] == VERIFIED:
+                self.refcounts.release_blob(chunk["hash"])
+            elif chunk["upload_key"]:
+                self.store.delete_staging(chunk["upload_key"])
+        return True
+
+    # maintenance
+
+    def expire_abandoned(self, *, dry_run: bool = False) -> int:
+        """gc: uploads untouched for UPLOAD_TTL_SECONDS are discarded like a DELETE."""
+        removed = 0
+        for upload in list(self.uploads.expired(now_ms(self.clock))):
+            if dry_run or self._discard(upload):
+                removed += 1
+        return removed
+
+    def live_upload_keys(self) -> set[str]:
+        """Staging names of uploads still in progress (gc leaves their bytes alone)."""
+        return {chunk["upload_key"] for upload in self.uploads.in_progress()
+                for chunk in upload.get("chunks", ()) if chunk.get("upload_key")}
+
+    def held_blob_refs(self) -> Counter:
+        """The blob references uploads in progress hold (fsck): one per verified chunk entry."""
+        held: Counter[str] = Counter()
+        for upload in self.uploads.in_progress():
+            held.update(c["hash"] for c in upload.get("chunks", ()) if c["status"] == VERIFIED)
+        return held
+
+    # shapes
+
+    def _load_owned(self, owner_id: str, user_file_id: str) -> dict:
+        entry = self.uploads.find(user_file_id) if schemas.is_user_file_id(user_file_id) else None
+        if entry is None:
+            raise ApiError(404, "not_found", "No such file.")
+        if entry["owner_id"] != owner_id:
+            raise ApiError(403, "forbidden", "This file belongs to another user.")
+        return entry
+
+    def _describe(self, upload: dict, urls_for: set[int] | None = None) -> dict:
+        """The upload's state; an upload URL for every chunk still needed, or (`urls_for`,
+        PATCH) only for those of the reported chunks that still need one."""
+        if upload["status"] == AVAILABLE:
+            return self.files._detail(upload)
+        ttl = self.settings.upload_url_ttl_seconds
+        url_expires_at = utc_datetime(self.clock) + timedelta(seconds=ttl)
+        chunks = []
+        for chunk in upload["chunks"]:
+            entry = {"index": chunk["index"], "hash": chunk["hash"],
+                     "size_bytes": chunk["size_bytes"], "status": chunk["status"]}
+            if chunk["reason"]:
+                entry["reason"] = chunk["reason"]
+            if upload["status"] == UPLOADING and chunk["status"] != VERIFIED and (
+                    urls_for is None or chunk["index"] in urls_for):
+                entry["upload_url"] = self.store.presign_put_staging(
+                    chunk["upload_key"], size_bytes=chunk["size_bytes"], expires_seconds=ttl)
+                entry["upload_expires_at"] = url_expires_at
+            chunks.append(entry)
+        return {
+            "user_file_id": upload["_id"], "file_object_id": None,
+            "filename": upload["filename"], "size_bytes": upload["size_bytes"],
+            "mime_type": upload["mime_type"] or mime.OCTET_STREAM, "hash": upload["hash"],
+            "status": upload["status"],
+            "chunk_size": upload["chunk_size"], "chunks": chunks, "version": upload["version"],
+            "created_at": _utc(upload["created_at"]), "updated_at": _utc(upload["updated_at"]),
+            "upload_expires_at": datetime.fromtimestamp(upload["upload_expires_ms"] / 1000,
+                                                        tz=timezone.utc),
+            "failure": upload.get("failure"), "ref_count": 0, "storage_saved_bytes": 0,
+            "storage_path": None, "uploaded_at": None, "download_url": None,
+        }
+
+
+def _utf8(value: str | None, field: str) -> str | None:
+    """JSON strings may carry lone surrogates, which no database can store."""
+    try:
+        value is None or value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "validation_error", f"The {field} is not valid Unicode.",
+                       {field: ["Not valid Unicode."]}) from None
+    return value
+
+
+def _check_chunking(size_bytes: int, chunk_size: int, chunks: list[dict]) -> None:
+    """(size_bytes is at most MAX_UPLOAD_BYTES here, so the expected list stays small.)"""
+    count = -(-size_bytes // chunk_size)
+    last = size_bytes - chunk_size * (count - 1) if count else None
+    if len(chunks) == count and [(c["index"], c["size_bytes"]) for c in chunks] == list(
+            enumerate(chunk_sizes(size_bytes, chunk_size, count))):
+        return
+    raise ApiError(400, "invalid_chunking",
+                   f"Split the file into chunks of exactly {chunk_size} bytes (the last one "
+                   f"holds the rest): {count} chunks for {size_bytes} bytes, listed in order "
+                   f"with indexes 0..{count - 1}.",
+                   {"chunk_size": chunk_size, "expected_chunks": count,
+                    "expected_last_chunk_bytes": last})
+
+
+def _available_document(user_file_id: str, owner_id: str, filename: str, file_object: dict,
+                        mime_type: str, now: datetime) -> dict:
+    """A user file as the multipart path writes it (created_at = when it became available)."""
+    return {"_id": user_file_id, "owner_id": owner_id, "filename": filename,
+            "file_object_id": file_object["_id"], "hash": file_object["hash"],
+            "size_bytes": file_object["size_bytes"], "mime_type": mime_type,
+            "status": AVAILABLE, "version": 1, "created_at": now,
+            "created_ms": int(now.timestamp() * 1000), "updated_at": now}
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value

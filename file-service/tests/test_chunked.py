@@ -1,0 +1,397 @@
+"""Chunked uploads: register, PUT to pre-signed staging URLs (simulated), PATCH, complete."""
+import hashlib
+import os
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from conftest import CHUNK
+
+UPLOAD_TTL = 86400
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def code(response):
+    return response.get_json()["error"]["code"]
+
+
+def declare(data, filename="big.bin", chunk=CHUNK, **extra):
+    pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    return {"filename": filename, "size_bytes": len(data), "hash": sha(data),
+            "mime_type": "application/octet-stream",
+            "chunks": [{"index": i, "hash": sha(p), "size_bytes": len(p)}
+                       for i, p in enumerate(pieces)], **extra}
+
+
+def pieces_of(data):
+    return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+
+
+@pytest.fixture
+def chunked(client, token_for, store):
+    """register / put (what the client's PUT to upload_url does) / report / get."""
+    class Chunked:
+        def register(self, user, body):
+            return client.post("/api/v1/files", json=body, headers=token_for(user))
+
+        def put(self, chunk_entry, data):
+            key = urlsplit(chunk_entry["upload_url"]).path.rsplit("/", 1)[1]
+            path = store.staging_path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+        def report(self, user, user_file_id, indexes):
+            return client.patch(f"/api/v1/files/{user_file_id}", headers=token_for(user),
+                                json={"chunks": [{"index": i, "status": "uploaded"}
+                                                 for i in indexes]})
+
+        def get(self, user, user_file_id):
+            return client.get(f"/api/v1/files/{user_file_id}", headers=token_for(user))
+
+        def upload(self, user, data, filename="big.bin"):
+            """The whole flow; returns the final PATCH (or POST) JSON."""
+            registered = self.register(user, declare(data, filename))
+            assert registered.status_code == 201, registered.get_json()
+            body = registered.get_json()
+            pending = [c for c in body["chunks"] if c["status"] != "verified"]
+            if not pending:
+                return body
+            parts = pieces_of(data)
+            for entry in pending:
+                self.put(entry, parts[entry["index"]])
+            response = self.report(user, body["user_file_id"], [c["index"] for c in pending])
+            assert response.status_code == 200, response.get_json()
+            return response.get_json()
+
+    return Chunked()
+
+
+def blob_count(db, h):
+    doc = db.blobs.find_one({"_id": h})
+    return doc["ref_count"] if doc else None
+
+
+# happy paths
+
+
+def test_register_answers_a_signed_put_url_per_chunk(chunked, store):
+    data = os.urandom(2 * CHUNK + 100)
+    response = chunked.register("alice", declare(data))
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["status"] == "uploading" and body["chunk_size"] == CHUNK
+    assert [c["status"] for c in body["chunks"]] == ["pending"] * 3
+    for chunk in body["chunks"]:
+        url = urlsplit(chunk["upload_url"])
+        query = dict(parse_qsl(url.query))
+        assert url.path.startswith("/blobs/staging/")
+        assert query["size_bytes"] == str(chunk["size_bytes"])
+        assert store.verify_signed_url("PUT", url.path, query)
+        assert not store.verify_signed_url("PUT", url.path + "x", query)
+        assert chunk["upload_expires_at"]
+    keys = {urlsplit(c["upload_url"]).path for c in body["chunks"]}
+    assert len(keys) == 3  # one unguessable staging key per chunk
+
+
+def test_single_and_multi_chunk_uploads_become_available_with_download_links(
+        chunked, client, token_for):
+    for data in (b"hello chunked world", os.urandom(3 * CHUNK + 7)):
+        done = chunked.upload("alice", data)
+        assert done["status"] == "available"
+        assert done["hash"] == sha(data) and done["file_object_id"]
+        detail = chunked.get("alice", done["user_file_id"]).get_json()
+        assert detail["status"] == "available" and detail["download_url"]
+        assert all(c["status"] == "verified" and c["download_url"] for c in detail["chunks"])
+        content = client.get(f"/api/v1/files/{done['user_file_id']}/content",
+                             headers=token_for("alice"))
+        assert content.data == data
+
+
+def test_the_same_bytes_by_multipart_and_by_chunks_share_one_file_object(chunked, upload, db):
+    data = os.urandom(2 * CHUNK + 1)
+    multipart = upload("bob", ("m.bin", data)).get_json()[0]
+    done = chunked.upload("alice", data)
+    assert done["file_object_id"] == multipart["file_object_id"]
+    assert done["ref_count"] == 2
+    assert db.file_objects.count_documents({}) == 1
+    assert all(blob_count(db, sha(p)) == 1 for p in pieces_of(data))
+
+
+def test_uploads_in_progress_count_toward_the_quota_but_are_not_listed(
+        chunked, client, token_for, config_overrides):
+    body = chunked.register("alice", declare(os.urandom(CHUNK))).get_json()
+    assert client.get("/api/v1/files", headers=token_for("alice")).get_json() == []
+    assert body["status"] == "uploading"
+
+
+@pytest.mark.parametrize("config_overrides", [{"user_quota_bytes": 3 * CHUNK}])
+def test_declared_size_is_checked_against_the_quota(chunked, config_overrides):
+    assert chunked.register("alice", declare(os.urandom(2 * CHUNK))).status_code == 201
+    response = chunked.register("alice", declare(os.urandom(2 * CHUNK)))
+    assert response.status_code == 413 and code(response) == "quota_exceeded"
+
+
+# bad declarations
+
+
+@pytest.mark.parametrize("mangle", [
+    lambda b: b["chunks"].pop(),                                      # too few
+    lambda b: b["chunks"][0].update(size_bytes=CHUNK - 1),            # wrong size
+    lambda b: b["chunks"].reverse(),                                  # out of order
+    lambda b: b.update(size_bytes=b["size_bytes"] + 1),               # sizes do not add up
+])
+def test_chunking_that_does_not_match_the_server_is_a_400_saying_what_is_expected(chunked, mangle):
+    body = declare(os.urandom(2 * CHUNK + 5))
+    mangle(body)
+    response = chunked.register("alice", body)
+    assert response.status_code == 400 and code(response) == "invalid_chunking"
+    details = response.get_json()["error"]["details"]
+    assert details["chunk_size"] == CHUNK and "expected_chunks" in details
+    assert str(CHUNK) in response.get_json()["error"]["message"]
+
+
+def test_invalid_fields_are_a_400(chunked):
+    body = declare(b"x")
+    body["hash"] = "not-a-hash"
+    assert chunked.register("alice", body).status_code in (400, 422)
+
+
+# skipping
+
+
+def test_a_second_upload_by_the_same_user_needs_no_chunks(chunked, db):
+    data = os.urandom(3 * CHUNK)
+    first = chunked.upload("alice", data)
+    again = chunked.register("alice", declare(data, "copy.bin"))
+    assert again.status_code == 201
+    body = again.get_json()
+    assert body["status"] == "available" and "upload_url" not in str(body)
+    assert body["file_object_id"] == first["file_object_id"] and body["filename"] == "copy.bin"
+    assert db.file_objects.find_one({"_id": first["file_object_id"]})["ref_count"] == 2
+
+
+def test_only_the_changed_chunk_is_requested(chunked, upload):
+    data = bytearray(os.urandom(5 * CHUNK))
+    upload("alice", ("v1.bin", bytes(data)))
+    data[2 * CHUNK + 10] ^= 0xFF
+    body = chunked.register("alice", declare(bytes(data))).get_json()
+    assert [c["status"] for c in body["chunks"]] == ["verified", "verified", "pending",
+                                                     "verified", "verified"]
+    chunked.put(body["chunks"][2], pieces_of(bytes(data))[2])
+    done = chunked.report("alice", body["user_file_id"], [2]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(bytes(data))
+
+
+def test_another_users_hash_must_still_be_uploaded_and_looks_like_an_unknown_one(chunked, upload):
+    known = os.urandom(2 * CHUNK)
+    upload("alice", ("secret.bin", known))
+    unknown = os.urandom(2 * CHUNK)
+    a = chunked.register("bob", declare(known)).get_json()
+    b = chunked.register("bob", declare(unknown)).get_json()
+
+    def shape(body):
+        return {k: v for k, v in body.items() if k not in ("user_file_id", "hash", "created_at",
+                                                          "updated_at", "upload_expires_at")}, \
+            [(c["status"], sorted(c)) for c in body["chunks"]]
+    strip = lambda body: (shape({**body, "chunks": []}), shape(body)[1])  # noqa: E731
+    assert strip(a) == strip(b)
+    assert all(c["status"] == "pending" and c["upload_url"] for c in a["chunks"])
+
+
+# failures and retries
+
+
+def test_wrong_bytes_fail_with_a_fresh_url_then_the_right_bytes_verify(chunked, store, db):
+    data = os.urandom(2 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    first = body["chunks"][0]
+    chunked.put(first, os.urandom(CHUNK))  # right size, wrong bytes
+    chunked.put(body["chunks"][1], pieces_of(data)[1])
+    result = chunked.report("alice", body["user_file_id"], [0, 1]).get_json()
+    failed = result["chunks"][0]
+    assert failed["status"] == "failed" and "SHA-256" in failed["reason"]
+    assert failed["upload_url"] != first["upload_url"]
+    assert result["chunks"][1]["status"] == "verified"
+    assert list(store.iter_staging()) == []  # the bad bytes are gone
+    assert not blob_count(db, sha(pieces_of(data)[0]))
+    assert not store.exists(sha(pieces_of(data)[0]))
+
+    chunked.put(failed, pieces_of(data)[0])
+    done = chunked.report("alice", body["user_file_id"], [0]).get_json()
+    assert done["status"] == "available"
+
+
+def test_a_wrong_size_or_missing_upload_fails_with_a_reason(chunked, store):
+    data = os.urandom(2 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces_of(data)[0][:-1])
+    result = chunked.report("alice", body["user_file_id"], [0, 1]).get_json()
+    assert [c["status"] for c in result["chunks"]] == ["failed", "failed"]
+    assert "bytes" in result["chunks"][0]["reason"]
+    assert "No bytes" in result["chunks"][1]["reason"]
+    assert list(store.iter_staging()) == []
+
+
+def test_a_wrong_whole_file_hash_fails_the_upload(chunked):
+    data = os.urandom(CHUNK + 3)
+    body = declare(data)
+    body["hash"] = sha(b"something else")
+    registered = chunked.register("alice", body).get_json()
+    for entry, piece in zip(registered["chunks"], pieces_of(data)):
+        chunked.put(entry, piece)
+    result = chunked.report("alice", registered["user_file_id"], [0, 1]).get_json()
+    assert result["status"] == "failed"
+    assert result["failure"]["code"] == "file_hash_mismatch"
+
+
+def test_patch_is_idempotent(chunked, db):
+    data = os.urandom(2 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces_of(data)[0])
+    once = chunked.report("alice", body["user_file_id"], [0]).get_json()
+    twice = chunked.report("alice", body["user_file_id"], [0, 0]).get_json()
+    assert once["chunks"][0]["status"] == twice["chunks"][0]["status"] == "verified"
+    assert blob_count(db, sha(pieces_of(data)[0])) == 1
+    chunked.put(body["chunks"][1], pieces_of(data)[1])
+    done = chunked.report("alice", body["user_file_id"], [1]).get_json()
+    again = chunked.report("alice", body["user_file_id"], [0, 1])
+    assert again.status_code == 200 and again.get_json()["status"] == "available"
+    assert again.get_json()["file_object_id"] == done["file_object_id"]
+    assert all(blob_count(db, sha(p)) == 1 for p in pieces_of(data))
+
+
+def test_verified_bytes_are_not_overwritten_through_a_still_valid_url(chunked, store):
+    data = os.urandom(2 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces_of(data)[0])
+    chunked.report("alice", body["user_file_id"], [0])
+    chunked.put(body["chunks"][0], os.urandom(CHUNK))  # the old URL again
+    assert b"".join(store.open(sha(pieces_of(data)[0]))) == pieces_of(data)[0]
+
+
+def test_a_bad_index_is_a_400_and_changes_nothing(chunked):
+    body = chunked.register("alice", declare(os.urandom(CHUNK))).get_json()
+    response = chunked.report("alice", body["user_file_id"], [0, 5])
+    assert response.status_code == 400 and code(response) == "invalid_chunk_index"
+    assert chunked.get("alice", body["user_file_id"]).get_json()["chunks"][0]["status"] == "pending"
+
+
+def test_other_users_cannot_see_report_or_abort_an_upload(chunked, client, token_for):
+    body = chunked.register("alice", declare(os.urandom(CHUNK))).get_json()
+    fid = body["user_file_id"]
+    assert chunked.get("bob", fid).status_code == 403
+    assert chunked.report("bob", fid, [0]).status_code == 403
+    assert client.delete(f"/api/v1/files/{fid}", headers=token_for("bob")).status_code == 403
+
+
+# resume, abort, expiry
+
+
+def test_get_resumes_with_fresh_urls_for_the_chunks_still_needed(chunked, clock):
+    data = os.urandom(3 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][1], pieces_of(data)[1])
+    chunked.report("alice", body["user_file_id"], [1])
+    clock.advance(60)
+    resumed = chunked.get("alice", body["user_file_id"]).get_json()
+    assert [c["status"] for c in resumed["chunks"]] == ["pending", "verified", "pending"]
+    assert "upload_url" not in resumed["chunks"][1]
+    assert urlsplit(resumed["chunks"][0]["upload_url"]).path == \
+        urlsplit(body["chunks"][0]["upload_url"]).path  # the same attempt, signed again
+    for index in (0, 2):
+        chunked.put(resumed["chunks"][index], pieces_of(data)[index])
+    assert chunked.report("alice", body["user_file_id"], [0, 2]).get_json()["status"] == "available"
+
+
+def test_delete_aborts_an_upload_releasing_refs_and_staging(chunked, client, token_for, db, store,
+                                                            maintenance):
+    data = os.urandom(2 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces_of(data)[0])
+    chunked.report("alice", body["user_file_id"], [0])
+    chunked.put(body["chunks"][1], pieces_of(data)[1])  # staged, never reported
+    assert blob_count(db, sha(pieces_of(data)[0])) == 1
+    response = client.delete(f"/api/v1/files/{body['user_file_id']}", headers=token_for("alice"))
+    assert response.status_code == 204
+    assert chunked.get("alice", body["user_file_id"]).status_code == 404
+    assert blob_count(db, sha(pieces_of(data)[0])) == 0
+    assert list(store.iter_staging()) == []
+    assert maintenance.fsck().is_clean
+
+
+def test_untouched_uploads_expire_and_gc_collects_their_bytes(chunked, db, store, clock,
+                                                              maintenance):
+    data = os.urandom(2 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces_of(data)[0])
+    chunked.report("alice", body["user_file_id"], [0])
+    chunked.put(body["chunks"][1], pieces_of(data)[1])
+
+    clock.advance(7200)  # past the grace period, not the upload's TTL: its staging stays
+    maintenance.gc()
+    assert db.user_files.count_documents({}) == 1 and len(list(store.iter_staging())) == 1
+
+    clock.advance(UPLOAD_TTL)
+    report = maintenance.gc(grace_seconds=0)
+    assert report.removed["expired_uploads"] == 1
+    assert db.user_files.count_documents({}) == 0
+    assert list(store.iter_staging()) == []
+    assert not store.exists(sha(pieces_of(data)[0]))  # unreferenced, collected
+    assert maintenance.fsck().is_clean
+
+
+# fsck
+
+
+def test_fsck_counts_the_refs_uploads_in_progress_hold(chunked, db, maintenance):
+    data = os.urandom(2 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces_of(data)[0])
+    chunked.report("alice", body["user_file_id"], [0])
+    report = maintenance.fsck()
+    assert report.is_clean and report.checked["upload_chunk_refs"] == 1
+
+    h = sha(pieces_of(data)[0])
+    db.blobs.update_one({"_id": h}, {"$set": {"ref_count": 0}})  # an under-count: fsck sees it
+    report = maintenance.fsck(repair=True)
+    assert [p.kind for p in report.problems] == ["blob_ref_count"]
+    assert blob_count(db, h) == 1
+
+    chunked.put(body["chunks"][1], pieces_of(data)[1])
+    assert chunked.report("alice", body["user_file_id"], [1]).get_json()["status"] == "available"
+    assert maintenance.fsck().is_clean and all(blob_count(db, sha(p)) == 1
+                                               for p in pieces_of(data))
+
+
+# the gateway's check of upload URLs
+
+
+def test_verify_endpoint_checks_put_urls_and_their_signed_size(chunked, client):
+    body = chunked.register("alice", declare(os.urandom(CHUNK))).get_json()
+    url = urlsplit(body["chunks"][0]["upload_url"])
+    uri = f"{url.path}?{url.query}"
+
+    def verify(uri, length, method="PUT"):
+        return client.get("/internal/blobs/verify", headers={
+            "X-Original-Method": method, "X-Original-URI": uri,
+            "X-Original-Content-Length": length}).status_code
+
+    assert verify(uri, str(CHUNK)) == 204
+    assert verify(uri, str(CHUNK + 1)) == 403
+    assert verify(uri, "") == 403
+    assert verify(uri.replace("size_bytes=", "size_bytes=1"), "1" + str(CHUNK)) == 403
+    assert verify(uri, str(CHUNK), method="GET") == 403
+    other = uri.replace("/blobs/staging/", "/blobs/staging/x")
+    assert verify(other, str(CHUNK)) == 403
+
+
+def test_absurd_sizes_and_unpaired_surrogates_are_4xx_not_5xx(chunked):
+    body = declare(b"x")
+    body["size_bytes"] = 6851747816909922304
+    assert chunked.register("alice", body).status_code == 413
+    body = declare(b"x")
+    body["filename"] = "\ud8bf.bin"
+    assert chunked.register("alice", body).status_code == 400
