@@ -83,6 +83,21 @@ def test_list_pages_newest_first_with_a_keyset_cursor(client, alice, uploaded, c
     assert seen[0] == ids[4] and seen[-1] == ids[0]
 
 
+def test_many_files_in_one_millisecond_page_exactly_once(client, alice, uploaded, clock):
+    """More same-millisecond entries than the keyset query's first fetch takes (16 spare)."""
+    ids = {uploaded("alice", f"{index}.txt", f"tie {index}".encode())["user_file_id"]
+           for index in range(45)}  # the clock does not move: all share one created_ms
+    seen, url = [], "/api/v1/files?limit=4"
+    while url:
+        response = client.get(url, headers=alice)
+        assert response.status_code == 200
+        seen += [entry["user_file_id"] for entry in response.get_json()]
+        link = response.headers.get("Link")
+        url = link[1:link.index(">")] if link else None
+    assert len(seen) == len(ids) and set(seen) == ids
+    assert seen == sorted(seen, reverse=True)  # ties ordered by id, newest-first by convention
+
+
 def test_a_page_that_ends_the_list_has_no_next_link(client, alice, uploaded):
     uploaded("alice", "a.txt", b"a")
     response = client.get("/api/v1/files?limit=1", headers=alice)

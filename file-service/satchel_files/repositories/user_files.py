@@ -33,13 +33,27 @@ class UserFileRepository:
 
     def list_for_owner(self, owner_id: str, *, limit: int,
                        after: tuple[int, str] | None = None) -> list[dict]:
-        """Newest first; `after` = (created_ms, _id) of the last entry of the previous page."""
+        """Newest first; `after` = (created_ms, _id) of the last entry of the previous page.
+
+        The keyset condition is one range (`created_ms <= X`) and the entries of that same
+        millisecond already served are dropped here: an `$or` of two conditions is the textbook
+        form, but nx-27017 answers it with a full collection scan (0.96 s vs 0.06 s for a page
+        of a 50,000-file account), which would make every page after the first cost as much as
+        the whole account. Ties within one millisecond are few; the fetch widens if they are not.
+        """
         query: dict = {"owner_id": owner_id, "status": AVAILABLE}
-        if after is not None:
-            created_ms, user_file_id = after
-            query["$or"] = [{"created_ms": {"$lt": created_ms}},
-                            {"created_ms": created_ms, "_id": {"$lt": user_file_id}}]
-        return list(self.collection.find(query).sort(_NEWEST_FIRST).limit(limit))
+        if after is None:
+            return list(self.collection.find(query).sort(_NEWEST_FIRST).limit(limit))
+        created_ms, user_file_id = after
+        query["created_ms"] = {"$lte": created_ms}
+        slack = 16
+        while True:
+            fetched = list(self.collection.find(query).sort(_NEWEST_FIRST).limit(limit + slack))
+            page = [doc for doc in fetched
+                    if doc["created_ms"] < created_ms or doc["_id"] < user_file_id]
+            if len(page) >= limit or len(fetched) < limit + slack:
+                return page[:limit]
+            slack *= 4  # more same-millisecond entries than slack: look further
 
     def total_size_for_owner(self, owner_id: str) -> int:
         rows = list(self.collection.aggregate([
