@@ -128,3 +128,11 @@ def test_gateway_rate_limits_login_per_client_address(base_url, stack):
     headers, payload = limited
     assert headers["Retry-After"] == "1"
     assert payload["error"]["code"] == "too_many_requests"
+
+
+@pytest.mark.parametrize("path", ["/internal/blobs/verify", "/_satchel_blobs/ab/" + "ab" * 32,
+                                  "/_satchel_verify_blob_url"])
+def test_internal_routes_are_not_reachable_from_outside(api, path):
+    response = api.get(path, headers={"X-Original-Method": "GET", "X-Original-URI": "/blobs/x"})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"

@@ -66,19 +66,25 @@ def test_multi_chunk_files_report_where_their_chunks_live(client, alice, uploade
     assert entry["storage_path"] == store.location()
 
 
+def all_pages(client, headers, url) -> list[str]:
+    """The user_file_ids of every page, following the Link: rel="next" header."""
+    seen = []
+    while url:
+        response = client.get(url, headers=headers)
+        assert response.status_code == 200
+        seen += [entry["user_file_id"] for entry in response.get_json()]
+        link = response.headers.get("Link")
+        assert not link or link.endswith('rel="next"')
+        url = link[1:link.index(">")] if link else None
+    return seen
+
+
 def test_list_pages_newest_first_with_a_keyset_cursor(client, alice, uploaded, clock):
     ids = []
     for index in range(5):
         ids.append(uploaded("alice", f"{index}.txt", f"file {index}".encode())["user_file_id"])
         clock.advance(1 if index != 2 else 0)  # two files share a timestamp
-    seen, url = [], "/api/v1/files?limit=2"
-    while url:
-        response = client.get(url, headers=alice)
-        assert response.status_code == 200
-        seen += [entry["user_file_id"] for entry in response.get_json()]
-        link = response.headers.get("Link")
-        url = link[1:link.index(">")] if link else None
-        assert not link or link.endswith('rel="next"')
+    seen = all_pages(client, alice, "/api/v1/files?limit=2")
     assert len(seen) == 5 and set(seen) == set(ids)
     assert seen[0] == ids[4] and seen[-1] == ids[0]
 
@@ -87,13 +93,7 @@ def test_many_files_in_one_millisecond_page_exactly_once(client, alice, uploaded
     """More same-millisecond entries than the keyset query's first fetch takes (16 spare)."""
     ids = {uploaded("alice", f"{index}.txt", f"tie {index}".encode())["user_file_id"]
            for index in range(45)}  # the clock does not move: all share one created_ms
-    seen, url = [], "/api/v1/files?limit=4"
-    while url:
-        response = client.get(url, headers=alice)
-        assert response.status_code == 200
-        seen += [entry["user_file_id"] for entry in response.get_json()]
-        link = response.headers.get("Link")
-        url = link[1:link.index(">")] if link else None
+    seen = all_pages(client, alice, "/api/v1/files?limit=4")
     assert len(seen) == len(ids) and set(seen) == ids
     assert seen == sorted(seen, reverse=True)  # ties ordered by id, newest-first by convention
 

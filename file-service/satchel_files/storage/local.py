@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from stat import S_ISREG
@@ -31,10 +31,10 @@ from .base import (
     validate_range,
     validate_upload_key,
 )
-from .signed_urls import SignedBlobUrls
+from .signed_urls import SignedBlobUrls, SignsOwnUrls
 
 
-class LocalBlobStore(BlobStore):
+class LocalBlobStore(SignsOwnUrls, BlobStore):
     def __init__(self, data_dir: str | Path, *, public_base_url: str, url_secret: bytes):
         self.data_dir = Path(data_dir)
         self._files_dir = self.data_dir / "files"
@@ -83,31 +83,6 @@ class LocalBlobStore(BlobStore):
                     stat = _regular_file_stat(entry)
                     if stat is not None:
                         yield BlobInfo(entry.name, stat.st_size, _utc(stat.st_mtime))
-
-    # signed URLs
-
-    def presign_get(
-        self,
-        blob_hash: str,
-        *,
-        expires_seconds: int,
-        filename: str | None = None,
-        content_type: str | None = None,
-    ) -> str:
-        return self._urls.presign_get(
-            blob_hash, expires_seconds=expires_seconds, filename=filename, content_type=content_type
-        )
-
-    def presign_put_staging(self, upload_key: str, *, size_bytes: int, expires_seconds: int) -> str:
-        return self._urls.presign_put_staging(
-            upload_key, size_bytes=size_bytes, expires_seconds=expires_seconds
-        )
-
-    def verify_signed_url(
-        self, method: str, path: str, query: Mapping[str, str], now: float | None = None
-    ) -> bool:
-        """True only for an unexpired URL this store signed for exactly this method/path/query."""
-        return self._urls.verify(method, path, query, now)
 
     # staging
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 from .base import (
@@ -17,10 +17,10 @@ from .base import (
     validate_range,
     validate_upload_key,
 )
-from .signed_urls import SignedBlobUrls
+from .signed_urls import SignedBlobUrls, SignsOwnUrls
 
 
-class MemoryBlobStore(BlobStore):
+class MemoryBlobStore(SignsOwnUrls, BlobStore):
     def __init__(
         self,
         *,
@@ -56,27 +56,6 @@ class MemoryBlobStore(BlobStore):
         for blob_hash, (data, modified_at) in list(self._blobs.items()):
             yield BlobInfo(blob_hash, len(data), modified_at)
 
-    def presign_get(
-        self,
-        blob_hash: str,
-        *,
-        expires_seconds: int,
-        filename: str | None = None,
-        content_type: str | None = None,
-    ) -> str:
-        return self._urls.presign_get(
-            blob_hash, expires_seconds=expires_seconds, filename=filename, content_type=content_type
-        )
-
-    def presign_put_staging(self, upload_key: str, *, size_bytes: int, expires_seconds: int) -> str:
-        return self._urls.presign_put_staging(
-            upload_key, size_bytes=size_bytes, expires_seconds=expires_seconds
-        )
-
-    def verify_signed_url(
-        self, method: str, path: str, query: Mapping[str, str], now: float | None = None
-    ) -> bool:
-        return self._urls.verify(method, path, query, now)
 
     def put_staging(self, upload_key: str, data: bytes) -> None:
         """Test hook: what a client's PUT to a presigned staging URL would do."""

@@ -145,3 +145,24 @@ class SignedBlobUrls:
         params = {EXPIRES_PARAM: str(expires), **params}
         params[SIGNATURE_PARAM] = sign(self._secret, method, path, params)
         return f"{self._base_url}{path}?{urlencode(params, quote_via=quote)}"
+
+
+class SignsOwnUrls:
+    """For stores whose URLs this module signs (local, memory): `self._urls` does the work."""
+
+    _urls: SignedBlobUrls
+
+    def presign_get(self, blob_hash: str, *, expires_seconds: int, filename: str | None = None,
+                    content_type: str | None = None) -> str:
+        return self._urls.presign_get(blob_hash, expires_seconds=expires_seconds,
+                                      filename=filename, content_type=content_type)
+
+    def presign_put_staging(self, upload_key: str, *, size_bytes: int, expires_seconds: int) -> str:
+        return self._urls.presign_put_staging(upload_key, size_bytes=size_bytes,
+                                              expires_seconds=expires_seconds)
+
+    def verify_signed_url(self, method: str, path: str, query: Mapping[str, str],
+                          now: float | None = None) -> bool:
+        """True only for an unexpired URL this store signed for exactly this method/path/query."""
+        return self._urls.verify(method, path, query, now)
+
