@@ -2,7 +2,8 @@
 
 Seeding 100,000 files through the API would take longer than the rest of the bench, so the
 documents are written straight into the stack's MongoDB with pymongo, in the repositories' own
-shape (`change_document`; user files as services/files.py writes them) — the output says so.
+shape (`change_document`; `listing_document`, the list's entry of each file; user files as
+services/files.py writes them) — the output says so.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import requests
 from pymongo import MongoClient
 
 from satchel_files.repositories.changes import COMMITTED, change_document
+from satchel_files.repositories.listing import listing_document_for
 from satchel_files.repositories.user_files import AVAILABLE
 from satchel_files.schemas import encode_change_cursor, encode_cursor
 
@@ -63,7 +65,7 @@ def _seed(ctx: BenchContext) -> dict[int, dict]:
         started = time.perf_counter()
         middle = None
         for start in range(0, count, _BATCH):
-            files, changes = [], []
+            files, changes, listing = [], [], []
             for index in range(start, min(start + _BATCH, count)):
                 created_ms = now_ms - (count - index) * 10
                 created_at = datetime.fromtimestamp(created_ms / 1000, tz=timezone.utc)
@@ -74,14 +76,16 @@ def _seed(ctx: BenchContext) -> dict[int, dict]:
                     "version": 1, "created_at": created_at, "created_ms": created_ms,
                     "updated_at": created_at}
                 files.append(user_file)
+                listing.append(listing_document_for(user_file))
                 changes.append(change_document(owner_id, index + 1, user_file["_id"], "created",
                                                COMMITTED, created_ms, user_file))
                 if index == count // 2:
                     middle = user_file
+            database["file_listing"].insert_many(listing, ordered=False)  # before, as the API
             database["user_files"].insert_many(files, ordered=False)
             database["changes"].insert_many(changes, ordered=False)
         seconds = time.perf_counter() - started
-        log(f"seeded {count:,} files and changes with pymongo in {seconds:.1f}s")
+        log(f"seeded {count:,} files, list entries and changes with pymongo in {seconds:.1f}s")
         accounts[count] = {"headers": headers, "middle": middle, "seed_seconds": seconds}
     client.close()
     return accounts

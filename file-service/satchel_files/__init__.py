@@ -18,6 +18,7 @@ from satchel_shared.tokens import RemoteKeySet, TokenVerifier, install_verifier
 from .config import Config
 from .repositories import BlobRepository, FileObjectRepository, IntentRepository, UserFileRepository
 from .repositories.changes import ChangeRepository
+from .repositories.listing import FileListingRepository
 from .services.changes import ChangeFeed
 from .services.clock import Clock
 from .services.files import FileService, FileSettings
@@ -75,6 +76,7 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     blobs, file_objects = BlobRepository(database), FileObjectRepository(database)
     intents, user_files = IntentRepository(database), UserFileRepository(database)
     change_log = ChangeRepository(database)
+    listing = FileListingRepository(database)
     changes = ChangeFeed(change_log, lease_seconds=config.change_pending_lease_seconds,
                          retention_seconds=config.change_retention_seconds,
                          max_waiting=config.max_waiting_long_polls, clock=clock)
@@ -91,7 +93,8 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     app.extensions["satchel.blob_store"] = store
     app.extensions["satchel.files"] = FileService(user_files, file_objects, refcounts, store,
                                                   settings, content_urls=content_urls,
-                                                  changes=changes, clock=clock)
+                                                  changes=changes, listing=listing,
+                                                  clock=clock)
     uploads = UploadRepository(database)
     app.extensions["satchel.uploads"] = UploadService(
         uploads, app.extensions["satchel.files"],
@@ -100,10 +103,11 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     app.extensions["satchel.maintenance"] = Maintenance(
         blobs, file_objects, intents, user_files, store, refcounts,
         grace_seconds=config.gc_grace_seconds, changes=changes,
-        uploads=app.extensions["satchel.uploads"], clock=clock)
+        uploads=app.extensions["satchel.uploads"], listing=listing, clock=clock)
     app.extensions["satchel.accel_prefix"] = (
         config.accel_redirect_prefix.rstrip("/") if config.is_accel_redirect else None)
-    indexes = IndexBootstrap((blobs, file_objects, intents, user_files, change_log, uploads))
+    indexes = IndexBootstrap((blobs, file_objects, intents, user_files, change_log, uploads,
+                              listing))
     app.extensions["satchel.indexes"] = indexes
     try:
         indexes.ensure()

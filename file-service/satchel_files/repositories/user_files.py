@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pymongo import DESCENDING
 from pymongo.database import Database
 
 AVAILABLE = "available"
-_NEWEST_FIRST = [("created_ms", DESCENDING), ("_id", DESCENDING)]
 
 
 class UserFileRepository:
@@ -17,43 +15,34 @@ class UserFileRepository:
     `change_seq` is the number of the owner's last change applied to the entry (services/changes).
 
     `created_ms` (created_at as epoch milliseconds) is the list's sort and keyset key:
-    nx-27017 compares datetimes only to the second.
+    nx-27017 compares datetimes only to the second. It never changes once the file is
+    available (PUT rewrites the document with it). The list is not read from here: a page of
+    an owner's files is a range of `file_listing` (repositories/listing.py, which says why)
+    joined back to these documents by `_id`.
     """
 
     def __init__(self, database: Database):
         self.collection = database["user_files"]
 
     def ensure_indexes(self) -> None:
-        # (_id is the keyset tie-breaker, but nx-27017 rejects inserts into an index naming _id.)
-        self.collection.create_index([("owner_id", 1), ("created_ms", DESCENDING)])
+        # The owner's usage (quota) and the chunk-skipping lookups read by owner_id. The list
+        # does not use this collection's indexes (see repositories/listing.py).
+        self.collection.create_index([("owner_id", 1)])
         self.collection.create_index([("file_object_id", 1)])
 
     def find(self, user_file_id: str) -> dict | None:
         return self.collection.find_one({"_id": user_file_id})
 
-    def list_for_owner(self, owner_id: str, *, limit: int,
-                       after: tuple[int, str] | None = None) -> list[dict]:
-        """Newest first; `after` = (created_ms, _id) of the last entry of the previous page.
+    def find_many(self, user_file_ids: list[str]) -> dict[str, dict]:
+        """{_id: document} of those that exist (any status, any owner: the caller checks)."""
+        if not user_file_ids:
+            return {}
+        return {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": user_file_ids}})}
 
-        The keyset condition is one range (`created_ms <= X`) and the entries of that same
-        millisecond already served are dropped here: an `$or` of two conditions is the textbook
-        form, but nx-27017 answers it with a full collection scan (0.96 s vs 0.06 s for a page
-        of a 50,000-file account), which would make every page after the first cost as much as
-        the whole account. Ties within one millisecond are few; the fetch widens if they are not.
-        """
-        query: dict = {"owner_id": owner_id, "status": AVAILABLE}
-        if after is None:
-            return list(self.collection.find(query).sort(_NEWEST_FIRST).limit(limit))
-        created_ms, user_file_id = after
-        query["created_ms"] = {"$lte": created_ms}
-        slack = 16
-        while True:
-            fetched = list(self.collection.find(query).sort(_NEWEST_FIRST).limit(limit + slack))
-            page = [doc for doc in fetched
-                    if doc["created_ms"] < created_ms or doc["_id"] < user_file_id]
-            if len(page) >= limit or len(fetched) < limit + slack:
-                return page[:limit]
-            slack *= 4  # more same-millisecond entries than slack: look further
+    def available_positions(self) -> Iterator[dict]:
+        """fsck: every available file's listing position."""
+        return self.collection.find({"status": AVAILABLE},
+                                    {"owner_id": 1, "created_ms": 1, "status": 1})
 
     def total_size_for_owner(self, owner_id: str) -> int:
         rows = list(self.collection.aggregate([

@@ -16,6 +16,7 @@ from satchel_shared.errors import ApiError
 from .. import schemas
 from ..multipart import FieldPart, FilePart
 from ..repositories import FileObjectRepository, UserFileRepository, as_utc
+from ..repositories.listing import FileListingRepository, listing_document_for
 from ..repositories.user_files import AVAILABLE
 from ..storage import BlobStore
 from ..storage.signed_urls import SignedBlobUrls
@@ -31,6 +32,9 @@ UPLOAD_FIELD = "files"
 REPLACE_FILE_FIELD = "file"
 RENAME_FIELD = "filename"
 _UPDATE_RETRIES = 5
+_LIST_SLACK = 16   # listing entries read beyond a page, for stale ones the join drops
+_LIST_ROUNDS = 8   # listing reads per page at most; then a short page with a next link
+_LIST_MAX_BATCH = 4096
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,10 @@ def chunk_sizes(size_bytes: int, chunk_size: int, count: int) -> list[int]:
 class FileService:
     def __init__(self, user_files: UserFileRepository, file_objects: FileObjectRepository,
                  refcounts: RefCounts, store: BlobStore, settings: FileSettings, *,
-                 content_urls: SignedBlobUrls, changes: ChangeFeed, clock: Clock = time.time):
+                 content_urls: SignedBlobUrls, changes: ChangeFeed,
+                 listing: FileListingRepository, clock: Clock = time.time):
         self.user_files = user_files
+        self.listing = listing
         self.file_objects = file_objects
         self.refcounts = refcounts
         self.store = store
@@ -171,7 +177,11 @@ class FileService:
         # Uploads by the same user can race; look again right before the files become theirs.
         total = sum(item.content.size_bytes for item in received)
         self._check_limits(0, self.user_files.total_size_for_owner(owner_id) + total)
+        entries = [listing_document_for(document) for document in documents]
         try:
+            # Listed BEFORE the files exist: a crash in between leaves stale entries (skipped
+            # by the list, removed by gc), never an available file missing from the list.
+            self.listing.insert_many(entries)
             with ExitStack() as recordings:  # one change per file, opened before the insert
                 for document in documents:
                     document[CHANGE_SEQ_FIELD] = recordings.enter_context(self.changes.recording(
@@ -182,6 +192,8 @@ class FileService:
                 self.user_files.delete_ids([doc["_id"] for doc in documents])
             except PyMongoError:  # some may exist and own their refs: leave the counts high
                 self.refcounts.hand_over_file_object_refs(intent)
+            else:
+                self._unlist(entries)  # after the files are gone
             raise
         self.refcounts.hand_over_file_object_refs(intent)
         return results
@@ -190,14 +202,55 @@ class FileService:
 
     def list_files(self, owner_id: str, *, limit: int,
                    cursor: tuple[int, str] | None = None) -> tuple[list[dict], str | None]:
-        """A page of the owner's files, newest first, and the cursor of the next page (or None)."""
-        rows = self.user_files.list_for_owner(owner_id, limit=limit + 1, after=cursor)
+        """A page of the owner's files, newest first, and the cursor of the next page (or None).
+
+        A range of the owner's `file_listing` entries, joined to `user_files` by `_id`: O(page)
+        on every engine (repositories/listing.py says why). Entries whose file is gone, not
+        available, or elsewhere (a crash between the two writes, or a write in flight) are
+        skipped and the range read further, at most _LIST_ROUNDS times; if stale entries fill
+        all of those, the page is short and its next cursor resumes after the last entry read.
+        """
+        rows, position, has_more = self._listed(owner_id, limit + 1, cursor)
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
             next_cursor = schemas.encode_cursor(rows[-1]["created_ms"], rows[-1]["_id"])
+        elif has_more:
+            next_cursor = schemas.encode_cursor(*position)
         file_objects = self.file_objects.find_many(row["file_object_id"] for row in rows)
         return [self._summary(row, file_objects.get(row["file_object_id"])) for row in rows], next_cursor
+
+    def _listed(self, owner_id: str, want: int, after: tuple[int, str] | None
+                ) -> tuple[list[dict], tuple[int, str] | None, bool]:
+        """Up to `want` available files in list order after `after`; the position of the last
+        entry read, and whether the listing may hold more after it."""
+        rows: list[dict] = []
+        batch = want + _LIST_SLACK
+        for _ in range(_LIST_ROUNDS):
+            entries = self.listing.page(owner_id, limit=batch, after=after)
+            found = self.user_files.find_many([entry["user_file_id"] for entry in entries])
+            for entry in entries:
+                user_file = found.get(entry["user_file_id"])
+                if (user_file is not None and user_file.get("status") == AVAILABLE
+                        and user_file["owner_id"] == owner_id == entry["owner_id"]
+                        and user_file["created_ms"] == entry["created_ms"]):
+                    rows.append(user_file)
+            if len(entries) < batch:
+                return rows, after, False  # the end of the owner's listing
+            after = (entries[-1]["created_ms"], entries[-1]["user_file_id"])
+            if len(rows) >= want:
+                return rows, after, True
+            batch = min(batch * 2, _LIST_MAX_BATCH)
+        return rows, after, True
+
+    def _unlist(self, entries: list[dict]) -> None:
+        """Delete listing entries AFTER their files were deleted; if that fails, the entries
+        are stale: the list skips them and gc removes them."""
+        try:
+            self.listing.delete_ids([entry["_id"] for entry in entries])
+        except PyMongoError:
+            log.warning("could not delete listing entries; gc will",
+                        extra={"entries": [entry["_id"] for entry in entries]})
 
     def get_file(self, owner_id: str, user_file_id: str) -> dict:
         user_file = self._load_owned(owner_id, user_file_id)
@@ -402,6 +455,7 @@ class FileService:
                 else:
                     raise ApiError(409, "conflict", "The file is changing too often; retry.")
                 change.details(filename=current["filename"], version=current["version"])
+            self._unlist([listing_document_for(current)])  # after the file is gone
             self.refcounts.release_file_object(current["file_object_id"])
             self.refcounts.end(intent)
         except BaseException:

@@ -9,6 +9,16 @@ A repair is a conditional write on the snapshot's `rev`: if any acquire or relea
 count while fsck was counting, that count is left alone (reported as "changed_during_check").
 So `fsck --repair` is safe on a live system; what it cannot see as in flight are intents whose
 heartbeat is older than the grace period, which it treats (like gc) as left by a dead process.
+
+The list (`file_listing`, repositories/listing.py): an entry is written before its file becomes
+available and deleted after the file is deleted, so the only damage a crash leaves is a stale
+entry. fsck scans available user files FIRST and the listing after, so a file listed by a write
+that finished before the scan is seen with its entry; every candidate is read again before it is
+reported. It reports available files without an entry ("unlisted_file"; `--repair` inserts the
+entry: this is also how a database from before the listing existed gets one, so no start-up
+migration is needed) and entries whose file is missing, not available, or at another position
+("stale_listing_entry", only once older than the grace period, as a newer one may be a write in
+flight; `--repair` deletes them, as gc does).
 """
 from __future__ import annotations
 
@@ -24,6 +34,8 @@ from pymongo.errors import DuplicateKeyError
 from ..repositories import BlobRepository, FileObjectRepository, IntentRepository, UserFileRepository
 from ..repositories.blobs import DELETING as BLOB_DELETING
 from ..repositories.file_objects import DELETING as FO_DELETING
+from ..repositories.listing import FileListingRepository, listing_document_for, listing_key
+from ..repositories.user_files import AVAILABLE
 from ..storage import BlobStore
 from .clock import Clock, now_ms, utc_datetime
 from .changes import ChangeFeed
@@ -33,6 +45,8 @@ if TYPE_CHECKING:
     from .uploads import UploadService
 
 log = logging.getLogger(__name__)
+
+_LISTING_BATCH = 500
 
 
 @dataclass
@@ -77,7 +91,8 @@ class Maintenance:
     def __init__(self, blobs: BlobRepository, file_objects: FileObjectRepository,
                  intents: IntentRepository, user_files: UserFileRepository, store: BlobStore,
                  refcounts: RefCounts, *, grace_seconds: int, changes: ChangeFeed | None = None,
-                 uploads: "UploadService | None" = None, clock: Clock = time.time):
+                 uploads: "UploadService | None" = None,
+                 listing: FileListingRepository | None = None, clock: Clock = time.time):
         self.blobs = blobs
         self.file_objects = file_objects
         self.intents = intents
@@ -87,6 +102,7 @@ class Maintenance:
         self.grace_seconds = grace_seconds
         self.changes = changes
         self.uploads = uploads  # chunked uploads in progress hold blob refs too
+        self.listing = listing
         self.clock = clock
 
     def _cutoff_ms(self, grace_seconds: int | None = None) -> int:
@@ -101,7 +117,65 @@ class Maintenance:
         self._check_stuck_and_stale(report, cutoff_ms, repair)
         self._check_file_object_counts(report, cutoff_ms, repair)
         self._check_blob_counts(report, cutoff_ms, repair)
+        if self.listing is not None:
+            self._check_listing(report, cutoff_ms, repair)
         return report
+
+    def _check_listing(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
+        files = {doc["_id"]: doc for doc in self.user_files.available_positions()}  # first
+        entries = list(self.listing.all())
+        listed = {entry["_id"] for entry in entries}
+        report.checked["listing_entries"] = len(entries)
+        for user_file_id in sorted(files):
+            doc = files[user_file_id]
+            if listing_key(doc["owner_id"], doc["created_ms"], user_file_id) in listed:
+                continue
+            current = self.user_files.find(user_file_id)  # deleted since the scan?
+            if current is None or current.get("status") != AVAILABLE:
+                continue
+            entry = listing_document_for(current)
+            if self.listing.find(entry["_id"]) is not None:
+                continue
+            problem = report.add("unlisted_file", user_file_id,
+                                 "an available file missing from the list (file_listing)")
+            if repair:
+                self.listing.insert(entry)
+                problem.fixed = True
+        for entry in entries:
+            if entry["created_ms"] > cutoff_ms:
+                continue  # may be a write in flight: its file is about to become available
+            if _lists(files.get(entry["user_file_id"]), entry) \
+                    or _lists(self.user_files.find(entry["user_file_id"]), entry):
+                continue
+            problem = report.add("stale_listing_entry", entry["_id"],
+                                 f"lists {entry['user_file_id']}, which is not an available "
+                                 f"file at that position")
+            if repair:
+                self.listing.delete_if_same(entry)
+                problem.fixed = True
+
+    def _collect_stale_listing(self, cutoff_ms: int, dry_run: bool) -> int:
+        """Entries older than `cutoff_ms` whose file is missing, not available, or elsewhere."""
+        removed = 0
+        batch: list[dict] = []
+
+        def flush() -> None:
+            nonlocal removed
+            found = self.user_files.find_many([entry["user_file_id"] for entry in batch])
+            for entry in batch:
+                if not _lists(found.get(entry["user_file_id"]), entry):
+                    if dry_run or self.listing.delete_if_same(entry):
+                        removed += 1
+            batch.clear()
+
+        for entry in list(self.listing.all()):
+            if entry["created_ms"] <= cutoff_ms:
+                batch.append(entry)
+                if len(batch) >= _LISTING_BATCH:
+                    flush()
+        if batch:
+            flush()
+        return removed
 
     def _live_intents(self, cutoff_ms: int) -> list[dict]:
         return [intent for intent in self.intents.all() if intent["heartbeat_ms"] > cutoff_ms]
@@ -287,6 +361,9 @@ class Maintenance:
             count, size = self.store.remove_stale_temp(_datetime(min(cutoff_ms, lease_cutoff_ms)))
             report.removed["temp_files"] = count
             report.removed_bytes += size
+        if self.listing is not None:  # an entry may precede its file by a write: lease
+            report.removed["stale_listing_entries"] = self._collect_stale_listing(
+                min(cutoff_ms, lease_cutoff_ms), dry_run)
         if self.changes is not None:  # retention is its own setting, not the grace period
             report.removed["changes"] = self.changes.trim(dry_run=dry_run)
         return report
@@ -304,6 +381,14 @@ class Maintenance:
     def _count_blob(report: GcReport, kind: str, size_bytes: int) -> None:
         report.removed[kind] += 1
         report.removed_bytes += size_bytes
+
+
+def _lists(user_file: dict | None, entry: dict) -> bool:
+    """Whether `entry` is the listing entry of `user_file` as it is (available)."""
+    return (user_file is not None and user_file.get("status") == AVAILABLE
+            and user_file["owner_id"] == entry["owner_id"]
+            and entry["_id"] == listing_key(user_file["owner_id"], user_file["created_ms"],
+                                            user_file["_id"]))
 
 
 def _ms(moment: datetime) -> int:

@@ -32,6 +32,7 @@ from satchel_shared.errors import ApiError
 from .. import schemas
 from ..repositories import FileObjectRepository, UserFileRepository
 from ..repositories.file_objects import LIVE
+from ..repositories.listing import listing_document_for
 from ..repositories.uploads import (CHUNK_FAILED, FAILED, IN_PROGRESS, PENDING, UPLOADING,
                                     VERIFIED, UploadRepository)
 from ..repositories.user_files import AVAILABLE
@@ -329,7 +330,13 @@ class UploadService:
         upload `upload` into the user file `available` (or, with `upload` None, inserts
         `available` for a re-upload of content the user already has). False if the upload
         was finished, aborted or expired by someone else first (nothing changed).
-        The change feed records its "created" change around this call."""
+        The change feed records its "created" change around this call.
+
+        The file's `file_listing` entry is inserted first (repositories/listing.py): a crash
+        right after, or losing the race, leaves a stale entry that the list skips and gc
+        removes after the grace period. It is not deleted here on a lost race: a racer that
+        completed in the same millisecond wrote the very same entry."""
+        self.files.listing.insert_many([listing_document_for(available)])
         with self.files.changes.recording(available["owner_id"], available["_id"], CREATED,
                                           details=available) as change:
             available[CHANGE_SEQ_FIELD] = change.seq
