@@ -52,13 +52,17 @@ class _WholeFileDigest:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+_STORERS = 2  # chunks stored at once: one chunk's fsync wait overlaps the next one's write
+
+
 class FileIngest:
     """Cuts a stream into chunks and stores them, overlapping the network with the storage.
 
-    Two chunk buffers: while one fills from the request, the previous full chunk is hashed,
-    referenced and written by a single storing thread (so chunks are stored in order, one at a
-    time). Memory is bounded by two chunks; a storing error is raised in the request thread at
-    the next chunk boundary or at `finish`.
+    One buffer fills from the request while up to `_STORERS` full chunks are hashed, referenced
+    and written by storing threads (a chunk's place in the list is fixed when it is handed over,
+    so the order never depends on which thread finishes first). Memory is bounded by
+    `_STORERS + 1` chunks; a storing error is raised in the request thread when its buffer is
+    needed again or at `finish`.
     """
 
     def __init__(self, refcounts: RefCounts, intent: Intent, chunk_size: int, *,
@@ -71,14 +75,14 @@ class FileIngest:
         self._chunk_size = chunk_size
         self._on_head = on_head
         self._on_bytes = on_bytes
-        self._buffers = [memoryview(bytearray(chunk_size)), memoryview(bytearray(chunk_size))]
-        self._view = self._buffers[0]
+        self._free = [memoryview(bytearray(chunk_size)) for _ in range(_STORERS + 1)]
+        self._view = self._free.pop()
         self._filled = 0
-        self._storing: Future | None = None
-        self._storer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-store")
+        self._in_flight: deque[tuple[Future, memoryview]] = deque()
+        self._storer = ThreadPoolExecutor(max_workers=_STORERS, thread_name_prefix="chunk-store")
         self._digest = _WholeFileDigest()
         self._size = 0
-        self._chunks: list[str] = []
+        self._chunks: list[str | None] = []
         self._head: bytes | None = None
 
     def write_all(self, pieces: Iterable[bytes]) -> IngestedFile:
@@ -106,34 +110,39 @@ class FileIngest:
     def finish(self) -> IngestedFile:
         if self._filled or self._head is None:
             self._hand_over(self._view[:self._filled])
-        self._wait_for_storing()
+        while self._in_flight:
+            self._wait_for_oldest()
         return IngestedFile(self._digest.hexdigest(), self._size, list(self._chunks),
                             self._head or b"")
 
     def close(self) -> None:
-        """Stop the helper threads; a chunk being stored is finished first (its reference is
-        already recorded in the intent, so an aborted request releases it)."""
+        """Stop the helper threads; chunks being stored are finished first (their references
+        are already recorded in the intent, so an aborted request releases them)."""
         self._storer.shutdown(wait=True, cancel_futures=True)
         self._digest.close()
 
     def _hand_over(self, chunk: memoryview) -> None:
-        """Queue a full (or the last) chunk for storing and switch to the other buffer."""
+        """Queue a full (or the last) chunk for storing and go on filling a free buffer."""
         if self._head is None:
             self._head = bytes(chunk[:SNIFF_BYTES])
             if self._on_head is not None:
                 self._on_head(self._head)  # may reject the file before anything is stored
-        self._wait_for_storing()
-        if chunk:  # an empty file has no chunks
-            self._storing = self._storer.submit(self._store, chunk)
-        self._view = self._buffers[1] if self._view.obj is self._buffers[0].obj else self._buffers[0]
         self._filled = 0
+        if not chunk:  # an empty file has no chunks
+            return
+        index = len(self._chunks)
+        self._chunks.append(None)
+        self._in_flight.append((self._storer.submit(self._store, index, chunk), self._view))
+        if not self._free:
+            self._wait_for_oldest()
+        self._view = self._free.pop()
 
-    def _wait_for_storing(self) -> None:
-        if self._storing is not None:
-            storing, self._storing = self._storing, None
-            storing.result()
+    def _wait_for_oldest(self) -> None:
+        storing, buffer = self._in_flight.popleft()
+        storing.result()
+        self._free.append(buffer)
 
-    def _store(self, chunk: memoryview) -> None:
+    def _store(self, index: int, chunk: memoryview) -> None:
         chunk_hash = hashlib.sha256(chunk).hexdigest()
         self._refcounts.acquire_blob(self._intent, chunk_hash, chunk)
-        self._chunks.append(chunk_hash)
+        self._chunks[index] = chunk_hash
