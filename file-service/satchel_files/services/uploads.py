@@ -176,14 +176,13 @@ class UploadService:
         """Which of `wanted` this user already holds as verified content: chunks of their
         available files and verified chunks of their own uploads. Nobody else's count."""
         owned: set[str] = set()
-        file_object_ids = []
-        for entry in self.uploads.for_owner(owner_id):
-            if entry.get("status") == AVAILABLE and entry.get("file_object_id"):
-                file_object_ids.append(entry["file_object_id"])
-            elif entry.get("status") in IN_PROGRESS:
-                owned.update(c["hash"] for c in entry.get("chunks", ()) if c["status"] == VERIFIED)
-        for file_object in self.file_objects.find_many(file_object_ids).values():
-            owned.update(file_object["chunks"])
+        for entry in self.uploads.in_progress_for_owner(owner_id):
+            owned.update(c["hash"] for c in entry.get("chunks", ()) if c["status"] == VERIFIED)
+        # From the chunks to the file objects holding them (an index), then to whether this
+        # owner has one of those: never a scan of the owner's files (0.8 s at 50,000 files).
+        candidates = self.file_objects.containing_chunks(wanted)
+        for file_object_id in self.uploads.owned_file_object_ids(owner_id, candidates):
+            owned.update(candidates[file_object_id])
         return owned & wanted
 
     def _take_owned_chunk(self, intent, chunk: dict) -> bool:
