@@ -94,5 +94,7 @@ def register_blueprints(app: Flask, api, mongo: MongoClient, indexes: IndexBoots
 
 
 def register_hooks(app: Flask, indexes: IndexBootstrap) -> None:
-    indexes.install(app)
+    # The JWKS comes from the key files: other services keep verifying tokens while MongoDB
+    # is down.
+    indexes.install(app, without_database=("jwks",))
 

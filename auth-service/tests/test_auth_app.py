@@ -72,6 +72,14 @@ def test_a_database_outage_is_503_not_500_and_health_still_answers(config, expec
                  503, "service_unavailable")
 
 
+def test_the_jwks_is_served_while_the_database_is_down(config):
+    """Other services verify tokens with it; it comes from the key files, not from MongoDB."""
+    client = create_app(config, mongo=_Unreachable()).test_client()
+    response = client.get("/api/v1/auth/jwks.json")
+    assert response.status_code == 200
+    assert response.get_json()["keys"]
+
+
 def test_losing_the_database_after_start_up_is_503(app, client, expect_error):
     app.extensions["satchel_auth"].accounts.users.users = _Unreachable()
     response = client.post("/api/v1/auth/register", json={"email": "a@example.com",

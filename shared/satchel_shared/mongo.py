@@ -48,12 +48,16 @@ class IndexBootstrap:
                     repository.ensure_indexes()
                 self.is_done = True
 
-    def install(self, app: Flask) -> None:
-        """Before each request (health checks aside), make sure the indexes exist: 503 if not."""
+    def install(self, app: Flask, *, without_database: tuple[str, ...] = ()) -> None:
+        """Before each request, make sure the indexes exist: 503 if MongoDB cannot be reached.
+
+        Health checks and the blueprints named in `without_database` (they never touch MongoDB)
+        are served whatever the database's state."""
+        exempt = {"health", *without_database}
 
         @app.before_request
         def _indexes_exist():
-            if self.is_done or request.blueprint == "health":
+            if self.is_done or request.blueprint in exempt:
                 return
             try:
                 self.ensure()
