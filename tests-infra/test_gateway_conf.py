@@ -116,3 +116,21 @@ def test_rendered_for_compose_passes_nginx_config_test(template, compose, tmp_pa
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, f"nginx -t failed:\n{result.stderr}\n--- rendered ---\n{rendered}"
+
+
+def test_services_keep_idle_connections_longer_than_the_gateway_reuses_them():
+    """Otherwise a service closes a pooled connection just as nginx reuses it: a POST gets 502
+    (seen in the e2e suite as 'Connection reset by peer while reading response header')."""
+    from satchel_devstack.stack import GUNICORN_KEEP_ALIVE_SECONDS
+
+    text = (REPO_ROOT / "gateway" / "satchel.conf.template").read_text()
+    upstreams = re.findall(r"^upstream \w+ \{(.*?)^\}", text, re.S | re.M)
+    assert upstreams
+    for block in upstreams:
+        timeout = re.search(r"keepalive_timeout (\d+)s;", block)
+        assert timeout, f"upstream without an explicit keepalive_timeout:\n{block}"
+        nginx_seconds = int(timeout.group(1))
+        assert GUNICORN_KEEP_ALIVE_SECONDS > nginx_seconds
+        for dockerfile in ("auth-service/Dockerfile", "file-service/Dockerfile"):
+            keep_alive = re.search(r"--keep-alive (\d+)", (REPO_ROOT / dockerfile).read_text())
+            assert keep_alive and int(keep_alive.group(1)) > nginx_seconds, dockerfile

@@ -23,6 +23,8 @@ import requests
 from .template import render
 
 HOST = "127.0.0.1"
+# Longer than the gateway's upstream keepalive_timeout (60 s): see gateway/satchel.conf.template.
+GUNICORN_KEEP_ALIVE_SECONDS = 75
 
 
 class StackError(RuntimeError):
@@ -242,6 +244,7 @@ class Stack:
             self.config.python, "-m", "gunicorn", app,
             "--bind", f"{HOST}:{port}", "--workers", str(workers),
             "--worker-class", worker_class, "--graceful-timeout", "3", "--timeout", "120",
+            "--keep-alive", str(GUNICORN_KEEP_ALIVE_SECONDS),
         ]
         if worker_class == "gthread":
             argv += ["--threads", str(self.config.file_threads)]
