@@ -5,6 +5,8 @@ import functools
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from satchel_shared.fields import Text
+
 PASSWORD_MIN_CHARS = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores what follows; we refuse rather than truncate
 EMAIL_MAX_CHARS = 254
@@ -17,17 +19,6 @@ def common_passwords() -> frozenset[str]:
 
     return frozenset(word.lower() for word in FREQUENCY_LISTS["passwords"])
 
-
-class Text(fields.String):
-    """A string that is valid Unicode (JSON can carry lone surrogates, which cannot be stored)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ValidationError("Not valid Unicode text.") from exc
-        return text
 
 
 def _password_fits_bcrypt(password: str) -> None:

@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from satchel_shared.fields import Text
+
 from satchel_shared.errors import ApiError
 
 MAX_FILENAME_BYTES = 255
@@ -249,9 +251,9 @@ class DeclaredChunkSchema(Schema):
 
 
 class RegisterUploadSchema(Schema):
-    filename = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    filename = Text(required=True, validate=validate.Length(min=1, max=4096))
     size_bytes = fields.Integer(required=True, validate=validate.Range(min=0))
-    mime_type = fields.String(load_default=None, validate=validate.Length(max=255))
+    mime_type = Text(load_default=None, validate=validate.Length(max=255))
     hash = fields.String(required=True, validate=_SHA256_HEX)
     chunks = fields.List(fields.Nested(DeclaredChunkSchema), required=True,
                          validate=validate.Length(max=MAX_DECLARED_CHUNKS))

@@ -134,6 +134,20 @@ def test_an_under_count_is_reported_loudly_and_repaired(upload, maintenance, db)
     assert blob(db, item["hash"])["ref_count"] == 1
 
 
+def test_a_lost_blob_document_is_recreated_with_the_true_count(upload, maintenance, db):
+    """A chunk two different files share, its document gone (a partial restore, say)."""
+    shared = os.urandom(65536)  # one whole chunk at the tests' chunk size
+    upload("alice", ("a.bin", shared + b"tail one"))
+    upload("bob", ("b.bin", shared + b"tail two"))
+    db.blobs.delete_one({"_id": sha(shared)})
+    report = maintenance.fsck()
+    assert kinds(report) == ["missing_blob_document"] and not report.is_clean
+    assert maintenance.fsck(repair=True).is_clean
+    recreated = blob(db, sha(shared))
+    assert (recreated["ref_count"], recreated["state"]) == (2, "present")
+    assert maintenance.fsck().problems == []
+
+
 def test_a_repair_skips_counts_that_changed_while_fsck_was_counting(upload, maintenance, db, app):
     item = upload("alice", ("a.txt", b"x")).get_json()[0]
     db.blobs.update_one({"_id": item["hash"]}, {"$set": {"ref_count": 7}})
@@ -296,3 +310,56 @@ def test_cli_fsck_exit_codes_and_json(app, refcounts, clock):
 
 def test_flask_cli_commands_are_registered(app):
     assert {"fsck", "gc"} <= set(app.cli.commands)
+
+
+# problems fsck cannot repair are reported and stay reported; the others are repaired
+
+
+def test_a_file_whose_file_object_is_gone_is_reported_even_after_repair(upload, maintenance, db):
+    item = upload("alice", ("a.txt", b"lost")).get_json()[0]
+    db.file_objects.delete_one({"_id": item["file_object_id"]})
+    for repair in (False, True):
+        report = maintenance.fsck(repair=repair)
+        assert "missing_file_object" in kinds(report) and not report.is_clean
+
+
+@pytest.mark.parametrize("collection, kind", [
+    ("file_objects", "referenced_file_object_deleting"),
+    ("blobs", "referenced_blob_deleting"),
+])
+def test_references_to_something_being_deleted_are_reported(
+        upload, refcounts, maintenance, db, collection, kind):
+    item = upload("alice", ("a.txt", b"in use")).get_json()[0]
+    key = item["file_object_id"] if collection == "file_objects" else item["hash"]  # one chunk
+    db[collection].update_one({"_id": key}, {"$set": {"state": "deleting",
+                                                      "deleting_since_ms": refcounts._now_ms()}})
+    for repair in (False, True):
+        report = maintenance.fsck(repair=repair)
+        assert kind in kinds(report) and not report.is_clean
+
+
+def test_an_unreferenced_blob_without_a_timestamp_is_stamped_so_gc_collects_it(
+        refcounts, maintenance, db, clock, store):
+    intent = refcounts.begin()
+    refcounts.acquire_blob(intent, sha(b"y"), b"y")
+    refcounts.abort(intent)
+    db.blobs.update_one({"_id": sha(b"y")}, {"$set": {"zero_since_ms": None}})
+    assert "unreferenced_blob_without_timestamp" in kinds(maintenance.fsck())
+    assert maintenance.fsck(repair=True).is_clean
+    assert blob(db, sha(b"y"))["zero_since_ms"] is not None
+    clock.advance(GRACE + 1)
+    maintenance.gc()
+    assert blob(db, sha(b"y")) is None and not store.exists(sha(b"y"))
+
+
+def test_fsck_repair_finishes_a_stuck_blob_deletion(refcounts, maintenance, db, clock, store):
+    intent = refcounts.begin()
+    refcounts.acquire_blob(intent, sha(b"z"), b"z")
+    refcounts.abort(intent)
+    clock.advance(GRACE + 1)
+    refcounts.blobs.mark_deleting(sha(b"z"), refcounts._now_ms(), refcounts._now_ms())
+    # -- crash before the bytes were deleted; the lease runs out
+    clock.advance(GRACE + 1)
+    assert "stuck_deleting_blob" in kinds(maintenance.fsck())
+    assert maintenance.fsck(repair=True).is_clean
+    assert blob(db, sha(b"z")) is None and not store.exists(sha(b"z"))

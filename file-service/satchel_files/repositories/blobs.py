@@ -36,10 +36,11 @@ class BlobRepository:
         )
         return result.matched_count == 1
 
-    def insert_referenced(self, blob_hash: str, size_bytes: int, created_at: datetime) -> None:
-        """Raises DuplicateKeyError when the document already exists."""
+    def insert_referenced(self, blob_hash: str, size_bytes: int, created_at: datetime, *,
+                          ref_count: int = 1) -> None:
+        """A present blob with `ref_count` references; DuplicateKeyError when it exists."""
         self.collection.insert_one({
-            "_id": blob_hash, "size_bytes": size_bytes, "ref_count": 1, "rev": 1,
+            "_id": blob_hash, "size_bytes": size_bytes, "ref_count": ref_count, "rev": 1,
             "state": PRESENT, "zero_since_ms": None, "deleting_since_ms": None,
             "created_at": created_at,
         })

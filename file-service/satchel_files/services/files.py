@@ -139,6 +139,12 @@ class FileService:
         content = ingest.write_all(part.pieces())
         return _Received(filename, detected["mime_type"], content)
 
+    def check_fits(self, owner_id: str, *, adding_bytes: int, request_bytes: int = 0) -> None:
+        """413 unless `request_bytes` is within MAX_UPLOAD_BYTES and the owner's files plus
+        `adding_bytes` stay within the quota (read now: uploads by one user can race)."""
+        self._check_limits(request_bytes,
+                           self.user_files.total_size_for_owner(owner_id) + adding_bytes)
+
     def _check_limits(self, request_bytes: int, usage_after: int) -> None:
         if request_bytes > self.settings.max_upload_bytes:
             raise ApiError(413, "payload_too_large",
@@ -175,8 +181,7 @@ class FileService:
                             "user_file_id": document["_id"], "hash": item.content.hash,
                             "size_bytes": item.content.size_bytes, "mime_type": item.mime_type})
         # Uploads by the same user can race; look again right before the files become theirs.
-        total = sum(item.content.size_bytes for item in received)
-        self._check_limits(0, self.user_files.total_size_for_owner(owner_id) + total)
+        self.check_fits(owner_id, adding_bytes=sum(item.content.size_bytes for item in received))
         entries = [listing_document_for(document) for document in documents]
         try:
             # Listed BEFORE the files exist: a crash in between leaves stale entries (skipped
@@ -257,11 +262,11 @@ class FileService:
         return self._current_detail(owner_id, user_file)
 
     def _current_detail(self, owner_id: str, user_file: dict) -> dict:
-        """`_detail`, read again if a concurrent replace or delete released the file object
+        """`describe`, read again if a concurrent replace or delete released the file object
         between our two reads: the entry has moved on, so describe it as it is now (or 404)."""
         for attempt in range(_UPDATE_RETRIES):
             try:
-                return self._detail(user_file)
+                return self.describe(user_file)
             except ApiError as exc:
                 fresh = self._load_owned(owner_id, user_file["_id"])
                 if exc.status != 500 or attempt == _UPDATE_RETRIES - 1 \
@@ -292,7 +297,7 @@ class FileService:
             return None
         return self.store.location(chunks[0] if len(chunks) == 1 else None)
 
-    def _detail(self, user_file: dict) -> dict:
+    def describe(self, user_file: dict) -> dict:
         file_object = self.file_objects.find(user_file["file_object_id"])
         summary = self._summary(user_file, file_object)
         chunk_hashes = file_object["chunks"] if file_object else []

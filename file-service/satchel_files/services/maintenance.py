@@ -297,10 +297,8 @@ class Maintenance:
 
     def _recreate_blob_doc(self, blob_hash: str, info, ref_count: int) -> bool:
         try:
-            self.blobs.collection.insert_one({
-                "_id": blob_hash, "size_bytes": info.size_bytes, "ref_count": ref_count, "rev": 1,
-                "state": "present", "zero_since_ms": None, "deleting_since_ms": None,
-                "created_at": utc_datetime(self.clock)})
+            self.blobs.insert_referenced(blob_hash, info.size_bytes, utc_datetime(self.clock),
+                                         ref_count=ref_count)
         except DuplicateKeyError:
             return False
         return True

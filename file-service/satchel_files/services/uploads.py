@@ -95,11 +95,10 @@ class UploadService:
         chunk_size = self.files.settings.chunk_size_bytes
         size_bytes, file_hash = request["size_bytes"], request["hash"].lower()
         declared = [{**chunk, "hash": chunk["hash"].lower()} for chunk in request["chunks"]]
-        self.files._check_limits(size_bytes, self.user_files.total_size_for_owner(owner_id)
-                                 + size_bytes)
+        self.files.check_fits(owner_id, adding_bytes=size_bytes, request_bytes=size_bytes)
         _check_chunking(size_bytes, chunk_size, declared)
-        filename = schemas.clean_filename(_utf8(request["filename"], "filename"))
-        declared_type = mime.normalize(_utf8(request.get("mime_type"), "mime_type"))
+        filename = schemas.clean_filename(request["filename"])
+        declared_type = mime.normalize(request.get("mime_type"))
         chunk_hashes = [chunk["hash"] for chunk in declared]
 
         existing = self._own_file_object(owner_id, file_hash, size_bytes, chunk_hashes)
@@ -129,8 +128,7 @@ class UploadService:
                 "upload_expires_ms": self._expires_ms(), "failure": None,
             }
             # Registrations by the same user can race; look again right before inserting.
-            self.files._check_limits(0, self.user_files.total_size_for_owner(owner_id)
-                                     + size_bytes)
+            self.files.check_fits(owner_id, adding_bytes=size_bytes)
             self.uploads.insert(document)
             self.refcounts.end(intent)  # the upload's verified chunks hold the refs now
         except BaseException:
@@ -162,15 +160,14 @@ class UploadService:
                 return None  # being deleted right now: take the ordinary path
             document = _available_document(str(uuid.uuid4()), owner_id, filename, file_object,
                                            mime_type, utc_datetime(self.clock))
-            self.files._check_limits(0, self.user_files.total_size_for_owner(owner_id)
-                                     + file_object["size_bytes"])
+            self.files.check_fits(owner_id, adding_bytes=file_object["size_bytes"])
             self.mark_available(None, document)
             self.refcounts.hand_over_file_object_refs(intent)
             self.refcounts.end(intent)
         except BaseException:
             self.refcounts.abort(intent)
             raise
-        return self.files._detail(document)
+        return self.files.describe(document)
 
     def _owned_chunk_hashes(self, owner_id: str, wanted: set[str]) -> set[str]:
         """Which of `wanted` this user already holds as verified content: chunks of their
@@ -199,7 +196,7 @@ class UploadService:
         """PATCH: verify every chunk reported uploaded; idempotent (verified stays verified)."""
         upload = self._load_owned(owner_id, user_file_id)
         if upload["status"] == AVAILABLE:
-            return self.files._detail(upload)
+            return self.files.describe(upload)
         count = len(upload["chunks"])
         bad = sorted({report["index"] for report in reports if report["index"] >= count})
         if bad:
@@ -377,7 +374,7 @@ class UploadService:
         """GET: an available file's detail, or an upload's state with fresh URLs (resume)."""
         upload = self._load_owned(owner_id, user_file_id)
         if upload["status"] == AVAILABLE:
-            return self.files._detail(upload)
+            return self.files.describe(upload)
         self.uploads.touch(user_file_id, self._expires_ms())
         return self._describe(upload)
 
@@ -439,7 +436,7 @@ class UploadService:
         """The upload's state; an upload URL for every chunk still needed, or (`urls_for`,
         PATCH) only for those of the reported chunks that still need one."""
         if upload["status"] == AVAILABLE:
-            return self.files._detail(upload)
+            return self.files.describe(upload)
         ttl = self.settings.upload_url_ttl_seconds
         url_expires_at = utc_datetime(self.clock) + timedelta(seconds=ttl)
         chunks = []
@@ -467,15 +464,6 @@ class UploadService:
             "storage_path": None, "uploaded_at": None, "download_url": None,
         }
 
-
-def _utf8(value: str | None, field: str) -> str | None:
-    """JSON strings may carry lone surrogates, which no database can store."""
-    try:
-        value is None or value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(400, "validation_error", f"The {field} is not valid Unicode.",
-                       {field: ["Not valid Unicode."]}) from None
-    return value
 
 
 def _check_chunking(size_bytes: int, chunk_size: int, chunks: list[dict]) -> None:
