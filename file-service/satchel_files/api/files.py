@@ -9,6 +9,7 @@ from satchel_shared.tokens import require_auth
 from ..multipart import iter_parts
 from ..schemas import ListFilesQuery, UploadedFileSchema, UserFileDetailSchema, UserFileSchema
 from ..services.files import FileService
+from .body import request_body
 from .content import content_response
 
 blueprint = Blueprint("files", __name__, url_prefix="/api/v1/files", description="A user's files")
@@ -32,7 +33,7 @@ def _multipart_parts():
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "payload_too_large",
                        f"The upload is larger than {_files().settings.max_upload_bytes} bytes.")
-    return iter_parts(request.stream, request.headers.get("Content-Type"))
+    return iter_parts(request_body(request.environ), request.headers.get("Content-Type"))
 
 
 def _if_match():

@@ -136,7 +136,7 @@ class FileService:
 
         ingest = FileIngest(self.refcounts, intent, self.settings.chunk_size_bytes,
                             on_head=check_type, on_bytes=count)
-        content = ingest.write_all(part.pieces())
+        content = ingest.ingest(part)
         return _Received(filename, detected["mime_type"], content)
 
     def check_fits(self, owner_id: str, *, adding_bytes: int, request_bytes: int = 0) -> None:

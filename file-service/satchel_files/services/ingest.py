@@ -1,15 +1,17 @@
 """One file's bytes, as they stream in, cut into server-sized chunks that are hashed and stored.
 
-At most one chunk (plus one network read) is in memory; nothing is written anywhere but the blob
-store, and each chunk is referenced (see refcounts.py) before its bytes are put.
+At most `_STORERS + 1` chunks are in memory; nothing is written anywhere but the blob store, and
+each chunk is referenced (see refcounts.py) before its bytes are put.
 """
 from __future__ import annotations
 
 import hashlib
+import mmap
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from .mime import SNIFF_BYTES
 from .refcounts import Intent, RefCounts
@@ -24,121 +26,115 @@ class IngestedFile:
 
 
 class _WholeFileDigest:
-    """SHA-256 of the whole stream, computed on a helper thread while the request thread
-    buffers, hashes and stores chunks (hashlib releases the GIL for large buffers, so on a
-    multi-core machine the two passes overlap). Pieces are hashed in order; at most
-    `max_pending` wait, so memory stays bounded if hashing ever falls behind."""
+    """SHA-256 of the whole file, computed on a helper thread, one chunk after the other, while
+    the request thread receives and the storing threads hash and write (hashlib releases the
+    GIL for large buffers, so on a multi-core machine the passes overlap)."""
 
-    def __init__(self, max_pending: int = 16):
+    def __init__(self):
         self._digest = hashlib.sha256()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="file-digest")
-        self._pending: deque[Future] = deque()
-        self._max_pending = max_pending
 
-    def update(self, piece: bytes) -> None:
-        self._pending.append(self._executor.submit(self._digest.update, piece))
-        while len(self._pending) > self._max_pending:
-            self._pending.popleft().result()
+    def update(self, chunk: memoryview) -> Future:
+        return self._executor.submit(self._digest.update, chunk)
 
     def hexdigest(self) -> str:
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-            return self._digest.hexdigest()
-        finally:
-            self.close()
+        return self._digest.hexdigest()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class ChunkSource(Protocol):
+    """Where a file's bytes come from: multipart.FilePart."""
+
+    lookahead: int
+
+    def read_into(self, buffer, want: int) -> int:
+        """Fill buffer[:n] with the next n bytes, n < want only at the end."""
 
 
 _STORERS = 2  # chunks stored at once: one chunk's fsync wait overlaps the next one's write
 
 
 class FileIngest:
-    """Cuts a stream into chunks and stores them, overlapping the network with the storage.
+    """Cuts a file into chunks and stores them, overlapping the network with the storage.
 
-    One buffer fills from the request while up to `_STORERS` full chunks are hashed, referenced
-    and written by storing threads (a chunk's place in the list is fixed when it is handed over,
-    so the order never depends on which thread finishes first). Memory is bounded by
-    `_STORERS + 1` chunks; a storing error is raised in the request thread when its buffer is
-    needed again or at `finish`.
+    The request thread reads each chunk straight into a buffer of its own (page-aligned
+    anonymous memory, so the local store can write it with O_DIRECT); full buffers go to the
+    whole-file digest thread and to one of `_STORERS` storing threads, which hash, reference
+    and write the chunk (a chunk's place in the list is fixed when it is handed over, so the
+    order never depends on which thread finishes first). Memory is bounded by `_STORERS + 1`
+    chunks; a storing error is raised in the request thread when its buffer is needed again
+    or at the end.
     """
 
     def __init__(self, refcounts: RefCounts, intent: Intent, chunk_size: int, *,
                  on_head: Callable[[bytes], None] | None = None,
                  on_bytes: Callable[[int], None] | None = None):
         """`on_head(first bytes)` runs once before the first chunk is stored (it may reject the
-        file); `on_bytes(n)` after every piece received (it may enforce size limits)."""
+        file); `on_bytes(n)` after every chunk received (it may enforce size limits)."""
         self._refcounts = refcounts
         self._intent = intent
         self._chunk_size = chunk_size
         self._on_head = on_head
         self._on_bytes = on_bytes
-        self._free = [memoryview(bytearray(chunk_size)) for _ in range(_STORERS + 1)]
-        self._view = self._free.pop()
-        self._filled = 0
-        self._in_flight: deque[tuple[Future, memoryview]] = deque()
+        self._buffers: list[mmap.mmap] = []
+        self._free: list[mmap.mmap] = []
+        self._in_flight: deque[tuple[Future, Future, mmap.mmap]] = deque()
         self._storer = ThreadPoolExecutor(max_workers=_STORERS, thread_name_prefix="chunk-store")
         self._digest = _WholeFileDigest()
-        self._size = 0
         self._chunks: list[str | None] = []
-        self._head: bytes | None = None
 
-    def write_all(self, pieces: Iterable[bytes]) -> IngestedFile:
+    def ingest(self, source: ChunkSource) -> IngestedFile:
         try:
-            for piece in pieces:
-                self.write(piece)
-            return self.finish()
+            size, head = 0, None
+            while True:
+                buffer = self._free_buffer(source.lookahead)
+                count = source.read_into(buffer, self._chunk_size)
+                size += count
+                if self._on_bytes is not None:
+                    self._on_bytes(count)
+                if head is None:
+                    head = bytes(buffer[:min(count, SNIFF_BYTES)])
+                    if self._on_head is not None:
+                        self._on_head(head)  # may reject the file before anything is stored
+                if count:
+                    self._hand_over(buffer, count)
+                else:
+                    self._free.append(buffer)
+                if count < self._chunk_size:
+                    break
+            while self._in_flight:
+                self._wait_for_oldest()
+            return IngestedFile(self._digest.hexdigest(), size, list(self._chunks), head)
         finally:
             self.close()
-
-    def write(self, piece: bytes) -> None:
-        self._size += len(piece)
-        if self._on_bytes is not None:
-            self._on_bytes(len(piece))
-        self._digest.update(piece)
-        offset = 0
-        while offset < len(piece):
-            taken = min(len(piece) - offset, self._chunk_size - self._filled)
-            self._view[self._filled:self._filled + taken] = piece[offset:offset + taken]
-            self._filled += taken
-            offset += taken
-            if self._filled == self._chunk_size:
-                self._hand_over(self._view)
-
-    def finish(self) -> IngestedFile:
-        if self._filled or self._head is None:
-            self._hand_over(self._view[:self._filled])
-        while self._in_flight:
-            self._wait_for_oldest()
-        return IngestedFile(self._digest.hexdigest(), self._size, list(self._chunks),
-                            self._head or b"")
 
     def close(self) -> None:
         """Stop the helper threads; chunks being stored are finished first (their references
         are already recorded in the intent, so an aborted request releases them)."""
         self._storer.shutdown(wait=True, cancel_futures=True)
         self._digest.close()
+        self._free = self._buffers = []
 
-    def _hand_over(self, chunk: memoryview) -> None:
-        """Queue a full (or the last) chunk for storing and go on filling a free buffer."""
-        if self._head is None:
-            self._head = bytes(chunk[:SNIFF_BYTES])
-            if self._on_head is not None:
-                self._on_head(self._head)  # may reject the file before anything is stored
-        self._filled = 0
-        if not chunk:  # an empty file has no chunks
-            return
+    def _free_buffer(self, lookahead: int) -> mmap.mmap:
+        if not self._free and len(self._buffers) <= _STORERS:
+            self._buffers.append(mmap.mmap(-1, self._chunk_size + lookahead))
+            self._free.append(self._buffers[-1])
+        while not self._free:
+            self._wait_for_oldest()
+        return self._free.pop()
+
+    def _hand_over(self, buffer: mmap.mmap, count: int) -> None:
+        chunk = memoryview(buffer)[:count]
         index = len(self._chunks)
         self._chunks.append(None)
-        self._in_flight.append((self._storer.submit(self._store, index, chunk), self._view))
-        if not self._free:
-            self._wait_for_oldest()
-        self._view = self._free.pop()
+        self._in_flight.append((self._digest.update(chunk),
+                                self._storer.submit(self._store, index, chunk), buffer))
 
     def _wait_for_oldest(self) -> None:
-        storing, buffer = self._in_flight.popleft()
+        digesting, storing, buffer = self._in_flight.popleft()
+        digesting.result()
         storing.result()
         self._free.append(buffer)
 

@@ -1,6 +1,7 @@
 """The local backend's own promises: signed gateway URLs, on-disk layout, atomic writes."""
 
 import hashlib
+import mmap
 import os
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -339,3 +340,67 @@ def test_check_raises_storage_unavailable_when_the_data_dir_is_unusable(tmp_path
 
     with pytest.raises(StorageUnavailable, match="not writable"):
         store.check()
+
+
+# --- O_DIRECT writes of page-aligned chunks -------------------------------------------------------
+
+@pytest.mark.parametrize("length", [0, 1, 4095, 4096, 4097, 3 * 4096 + 17])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_put_stores_every_byte_whether_or_not_the_buffer_allows_o_direct(local_store, length,
+                                                                         aligned):
+    data = os.urandom(length)
+    buffer = mmap.mmap(-1, max(length, 1) + 1)  # page-aligned, as the ingest's buffers are
+    offset = 0 if aligned else 1
+    buffer[offset:offset + length] = data
+    chunk = memoryview(buffer)[offset:offset + length]
+    blob_hash = hashlib.sha256(data).hexdigest()
+    local_store.put(blob_hash, chunk, verified=True)
+    assert local_store.blob_path(blob_hash).read_bytes() == data
+
+
+def test_direct_io_is_used_for_the_aligned_part_only(monkeypatch, tmp_path):
+    from satchel_files.storage import local
+    buffer = mmap.mmap(-1, 3 * 4096)
+    buffer[:] = os.urandom(3 * 4096)
+    assert local._direct_io_length(memoryview(buffer)[:2 * 4096 + 5]) == 2 * 4096
+    assert local._direct_io_length(memoryview(buffer)[1:]) == 0       # not aligned
+    assert local._direct_io_length(memoryview(bytes(8192))) == 0      # read-only
+    assert local._direct_io_length(memoryview(buffer)[:100]) == 0     # under a page
+
+
+def test_a_filesystem_that_refuses_o_direct_gets_an_ordinary_write(monkeypatch, local_store):
+    from satchel_files.storage import local
+    real_fcntl = local.fcntl.fcntl
+
+    def refuse(fd, command, *args):
+        if command == local.fcntl.F_SETFL and args and args[0] & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_fcntl(fd, command, *args)
+
+    monkeypatch.setattr(local.fcntl, "fcntl", refuse)
+    buffer = mmap.mmap(-1, 3 * 4096)
+    data = os.urandom(2 * 4096 + 10)
+    buffer[:len(data)] = data
+    blob_hash = hashlib.sha256(data).hexdigest()
+    local_store.put(blob_hash, memoryview(buffer)[:len(data)], verified=True)
+    assert local_store.blob_path(blob_hash).read_bytes() == data
+
+
+def test_a_direct_write_refused_at_write_time_is_redone_buffered(monkeypatch, local_store):
+    from satchel_files.storage import local
+    real_write, calls = local.os.write, []
+
+    def write(fd, data):
+        calls.append(len(data))
+        if len(calls) == 1:
+            raise OSError(22, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(local.os, "write", write)
+    buffer = mmap.mmap(-1, 2 * 4096)
+    data = os.urandom(2 * 4096)
+    buffer[:] = data
+    blob_hash = hashlib.sha256(data).hexdigest()
+    local_store.put(blob_hash, memoryview(buffer), verified=True)
+    assert local_store.blob_path(blob_hash).read_bytes() == data
+    assert calls[0] == 2 * 4096 and sum(calls[1:]) == 2 * 4096
