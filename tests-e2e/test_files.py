@@ -230,3 +230,52 @@ def test_filenames_are_cleaned_for_display(api, user):
     response = upload(api, user["headers"], ("../../etc/pass\x07wd", b"x", "text/plain"))
     assert response.status_code == 201
     assert response.json()[0]["filename"] == "pass" + "wd"
+
+
+@pytest.mark.parametrize("size", [CHUNK_SIZE - 1, CHUNK_SIZE, 2 * CHUNK_SIZE + 1, 5 * CHUNK_SIZE])
+def test_files_around_chunk_boundaries_come_back_byte_for_byte(api, user, size):
+    data = os.urandom(size)
+    response = upload(api, user["headers"], ("edge.bin", data))
+    assert response.status_code == 201, response.text
+    [entry] = response.json()
+    assert entry["hash"] == sha256(data) and entry["size_bytes"] == size
+    content = api.get(f"/api/v1/files/{entry['user_file_id']}/content", headers=user["headers"])
+    assert content.status_code == 200 and content.content == data
+
+
+def test_an_upload_sent_with_chunked_transfer_encoding_is_stored(api, user):
+    data = os.urandom(3 * CHUNK_SIZE + 77)
+    boundary = "e2e-chunked-boundary"
+    pieces = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+              f"filename=\"streamed.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+              .encode(), data[:1000], data[1000:], f"\r\n--{boundary}--\r\n".encode()]
+    response = api.post("/api/v1/files/upload", data=iter(pieces),  # no length: chunked
+                        headers={**user["headers"],
+                                 "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 201, response.text
+    assert response.json()[0]["hash"] == sha256(data)
+
+
+def test_requests_that_stop_reading_early_never_upset_the_next_on_the_connection(api, user):
+    """The file service reads upload bodies straight off gunicorn's socket; a request it answers
+    before reading everything (a rename, a refused body) must leave the pooled gateway ->
+    service connection exactly at the next request, or that one gets a 502."""
+    [entry] = upload(api, user["headers"], ("a.txt", b"first")).json()
+    url = f"/api/v1/files/{entry['user_file_id']}"
+    [gone] = upload(api, user["headers"], ("gone.txt", b"gone")).json()
+    assert api.delete(f"/api/v1/files/{gone['user_file_id']}",
+                      headers=user["headers"]).status_code == 204
+    for round_ in range(15):
+        missing = api.put(f"/api/v1/files/{gone['user_file_id']}", headers=user["headers"],
+                          files={"file": ("x.bin", os.urandom(3000))})  # 404, body unread
+        assert missing.status_code == 404, missing.text
+        renamed = api.put(url, headers=user["headers"],
+                          files={"filename": (None, f"name-{round_}.txt")})
+        assert renamed.status_code == 200, renamed.text
+        refused = api.post("/api/v1/files/upload", data=b"--x\r\nno end" + b"z" * 5000,
+                           headers={**user["headers"],
+                                    "Content-Type": "multipart/form-data; boundary=x"})
+        assert refused.status_code == 400, refused.text
+        stored = upload(api, user["headers"], (f"r{round_}.bin", os.urandom(100 + round_)))
+        assert stored.status_code == 201, stored.text
+    assert api.get(url, headers=user["headers"]).json()["filename"] == "name-14.txt"

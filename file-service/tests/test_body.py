@@ -124,3 +124,13 @@ def test_anything_else_is_read_through_wsgi_input(connection):
 
 def test_stream_body_reads_a_file_like_object():
     assert read_all(StreamBody(io.BytesIO(b"x" * 10_000)), 3000) == b"x" * 10_000
+
+
+def test_a_request_answered_before_reading_leaves_the_whole_body_to_gunicorn(connection):
+    server, send = connection
+    payload = os.urandom(5000)
+    environ, unreader, body = gunicorn_environ(server, len(payload), payload[:3000])
+    send(payload[3000:] + NEXT_REQUEST)
+    request_body(environ)  # made, then the request is refused (404, 403) without reading
+    assert body.read() == payload
+    assert unreader.read(len(NEXT_REQUEST)) == NEXT_REQUEST
