@@ -1,6 +1,7 @@
 """The files API through the gateway: uploads, dedup, downloads, replace, delete, isolation."""
 import os
 import re
+import threading
 from urllib.parse import quote
 
 import pytest
@@ -279,3 +280,29 @@ def test_requests_that_stop_reading_early_never_upset_the_next_on_the_connection
         stored = upload(api, user["headers"], (f"r{round_}.bin", os.urandom(100 + round_)))
         assert stored.status_code == 201, stored.text
     assert api.get(url, headers=user["headers"]).json()["filename"] == "name-14.txt"
+
+
+def test_racing_uploads_by_one_user_never_take_it_over_quota(api, user):
+    size = MAX_UPLOAD - 1000
+    fits = USER_QUOTA // size
+    racers = fits + 5
+    barrier = threading.Barrier(racers)
+    statuses = []
+
+    def race(n):
+        data = os.urandom(size)
+        barrier.wait()
+        response = upload(api, user["headers"], (f"race-{n}.bin", data))
+        statuses.append((response.status_code, response.json()))
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    codes = sorted(status for status, _ in statuses)
+    assert codes == [201] * fits + [413] * (racers - fits), statuses
+    assert all(body["error"]["code"] == "quota_exceeded" for status, body in statuses
+               if status == 413)
+    listed = api.get("/api/v1/files", headers=user["headers"]).json()
+    assert len(listed) == fits and sum(f["size_bytes"] for f in listed) <= USER_QUOTA

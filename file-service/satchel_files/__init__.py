@@ -19,10 +19,12 @@ from .config import Config
 from .repositories import BlobRepository, FileObjectRepository, IntentRepository, UserFileRepository
 from .repositories.changes import ChangeRepository
 from .repositories.listing import FileListingRepository
+from .repositories.owner_locks import OwnerLockRepository
 from .services.changes import ChangeFeed
 from .services.clock import Clock
 from .services.files import FileService, FileSettings
 from .services.maintenance import Maintenance
+from .services.quota import Quota
 from .services.refcounts import IntentLost, ReferencesBusy, RefCounts
 from .repositories.uploads import UploadRepository
 from .services.uploads import UploadService, UploadSettings
@@ -91,10 +93,13 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
                                   clock=clock)
     app.extensions["satchel.mongo"] = mongo
     app.extensions["satchel.blob_store"] = store
+    owner_locks = OwnerLockRepository(database)
+    quota = Quota(user_files, owner_locks, max_upload_bytes=config.max_upload_bytes,
+                  user_quota_bytes=config.user_quota_bytes, clock=clock)
     app.extensions["satchel.files"] = FileService(user_files, file_objects, refcounts, store,
                                                   settings, content_urls=content_urls,
                                                   changes=changes, listing=listing,
-                                                  clock=clock)
+                                                  quota=quota, clock=clock)
     uploads = UploadRepository(database)
     app.extensions["satchel.uploads"] = UploadService(
         uploads, app.extensions["satchel.files"],
@@ -107,7 +112,7 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     app.extensions["satchel.accel_prefix"] = (
         config.accel_redirect_prefix.rstrip("/") if config.is_accel_redirect else None)
     indexes = IndexBootstrap((blobs, file_objects, intents, user_files, change_log, uploads,
-                              listing))
+                              listing, owner_locks))
     app.extensions["satchel.indexes"] = indexes
     try:
         indexes.ensure()

@@ -1,6 +1,7 @@
 """The rules for a user's files: upload with dedup, list, read, replace, rename, delete."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -24,6 +25,7 @@ from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED, DELETED, RENAMED, UPDATED, ChangeFeed
 from .clock import Clock, utc_datetime
 from .ingest import FileIngest, IngestedFile
+from .quota import Quota
 from .refcounts import Intent, RefCounts
 
 log = logging.getLogger(__name__)
@@ -80,9 +82,10 @@ class FileService:
     def __init__(self, user_files: UserFileRepository, file_objects: FileObjectRepository,
                  refcounts: RefCounts, store: BlobStore, settings: FileSettings, *,
                  content_urls: SignedBlobUrls, changes: ChangeFeed,
-                 listing: FileListingRepository, clock: Clock = time.time):
+                 listing: FileListingRepository, quota: Quota, clock: Clock = time.time):
         self.user_files = user_files
         self.listing = listing
+        self.quota = quota
         self.file_objects = file_objects
         self.refcounts = refcounts
         self.store = store
@@ -106,14 +109,14 @@ class FileService:
         return results
 
     def _receive_uploads(self, owner_id: str, parts, intent: Intent) -> list[_Received]:
-        usage = self.user_files.total_size_for_owner(owner_id)
+        usage = self.quota.usage(owner_id)
         request_bytes = 0
         received: list[_Received] = []
 
         def count(size: int) -> None:
             nonlocal request_bytes
             request_bytes += size
-            self._check_limits(request_bytes, usage + request_bytes)
+            self.quota.check(request_bytes, usage + request_bytes)
 
         for part in parts:
             if not isinstance(part, FilePart) or part.name != UPLOAD_FIELD:
@@ -141,21 +144,9 @@ class FileService:
 
     def check_fits(self, owner_id: str, *, adding_bytes: int, request_bytes: int = 0) -> None:
         """413 unless `request_bytes` is within MAX_UPLOAD_BYTES and the owner's files plus
-        `adding_bytes` stay within the quota (read now: uploads by one user can race)."""
-        self._check_limits(request_bytes,
-                           self.user_files.total_size_for_owner(owner_id) + adding_bytes)
-
-    def _check_limits(self, request_bytes: int, usage_after: int) -> None:
-        if request_bytes > self.settings.max_upload_bytes:
-            raise ApiError(413, "payload_too_large",
-                           f"The upload is larger than {self.settings.max_upload_bytes} bytes.",
-                           {"max_upload_bytes": self.settings.max_upload_bytes})
-        if usage_after > self.settings.user_quota_bytes:
-            raise ApiError(413, "quota_exceeded",
-                           f"This upload would take your storage over your quota of "
-                           f"{self.settings.user_quota_bytes} bytes.",
-                           {"user_quota_bytes": self.settings.user_quota_bytes,
-                            "needed_bytes": usage_after})
+        `adding_bytes` stay within the quota, as of now (an early refusal: the decision that
+        counts is `quota.admitting`)."""
+        self.quota.check(request_bytes, self.quota.usage(owner_id) + adding_bytes)
 
     def _acquire_content(self, intent: Intent, item: _Received) -> dict:
         content = item.content
@@ -180,26 +171,29 @@ class FileService:
             results.append({"filename": item.filename, "file_object_id": file_object["_id"],
                             "user_file_id": document["_id"], "hash": item.content.hash,
                             "size_bytes": item.content.size_bytes, "mime_type": item.mime_type})
-        # Uploads by the same user can race; look again right before the files become theirs.
-        self.check_fits(owner_id, adding_bytes=sum(item.content.size_bytes for item in received))
-        entries = [listing_document_for(document) for document in documents]
-        try:
-            # Listed BEFORE the files exist: a crash in between leaves stale entries (skipped
-            # by the list, removed by gc), never an available file missing from the list.
-            self.listing.insert_many(entries)
-            with ExitStack() as recordings:  # one change per file, opened before the insert
-                for document in documents:
-                    document[CHANGE_SEQ_FIELD] = recordings.enter_context(self.changes.recording(
-                        owner_id, document["_id"], CREATED, details=document)).seq
-                self.user_files.insert_many(documents)
-        except PyMongoError:
+        # Uploads by the same user can race: the check that counts is made under the owner's
+        # lease, which is held until the files are theirs (services/quota.py).
+        adding = sum(item.content.size_bytes for item in received)
+        with self.quota.admitting(owner_id, adding_bytes=adding):
+            entries = [listing_document_for(document) for document in documents]
             try:
-                self.user_files.delete_ids([doc["_id"] for doc in documents])
-            except PyMongoError:  # some may exist and own their refs: leave the counts high
-                self.refcounts.hand_over_file_object_refs(intent)
-            else:
-                self._unlist(entries)  # after the files are gone
-            raise
+                # Listed BEFORE the files exist: a crash in between leaves stale entries (skipped
+                # by the list, removed by gc), never an available file missing from the list.
+                self.listing.insert_many(entries)
+                with ExitStack() as recordings:  # one change per file, opened before the insert
+                    for document in documents:
+                        change = recordings.enter_context(self.changes.recording(
+                            owner_id, document["_id"], CREATED, details=document))
+                        document[CHANGE_SEQ_FIELD] = change.seq
+                    self.user_files.insert_many(documents)
+            except PyMongoError:
+                try:
+                    self.user_files.delete_ids([doc["_id"] for doc in documents])
+                except PyMongoError:  # some may exist and own their refs: leave the counts high
+                    self.refcounts.hand_over_file_object_refs(intent)
+                else:
+                    self._unlist(entries)  # after the files are gone
+                raise
         self.refcounts.hand_over_file_object_refs(intent)
         return results
 
@@ -387,8 +381,10 @@ class FileService:
         try:
             new_name, received = self._receive_update(owner_id, current, parts, intent)
             file_object = self._acquire_content(intent, received) if received else None
-            with self.changes.recording(owner_id, user_file_id,
-                                        UPDATED if received else RENAMED) as change:
+            growth = received.content.size_bytes - current["size_bytes"] if received else 0
+            with self._admitting_growth(owner_id, growth), \
+                    self.changes.recording(owner_id, user_file_id,
+                                           UPDATED if received else RENAMED) as change:
                 updated, replaced = self._replace(owner_id, current, new_name, received,
                                                   file_object, intent, if_match, change)
                 change.details(**updated)
@@ -401,8 +397,15 @@ class FileService:
             raise
         return self._current_detail(owner_id, updated)
 
+    def _admitting_growth(self, owner_id: str, growth: int):
+        """New content that is larger takes the owner's lease (renames and shrinking never
+        take a user over quota, and need not wait)."""
+        if growth > 0:
+            return self.quota.admitting(owner_id, adding_bytes=growth)
+        return contextlib.nullcontext()
+
     def _receive_update(self, owner_id: str, current: dict, parts, intent: Intent):
-        usage = self.user_files.total_size_for_owner(owner_id) - current["size_bytes"]
+        usage = self.quota.usage(owner_id) - current["size_bytes"]
         new_name: str | None = None
         received: _Received | None = None
         request_bytes = 0
@@ -410,7 +413,7 @@ class FileService:
         def count(size: int) -> None:
             nonlocal request_bytes
             request_bytes += size
-            self._check_limits(request_bytes, usage + request_bytes)
+            self.quota.check(request_bytes, usage + request_bytes)
 
         for part in parts:
             if isinstance(part, FilePart) and part.name == REPLACE_FILE_FIELD:
