@@ -279,6 +279,19 @@ def test_get_resumes_an_upload_with_fresh_urls_for_what_is_missing(backend):
     assert backend.report(headers, body["user_file_id"], [0, 2]).json()["status"] == "available"
 
 
+def test_chunks_reported_one_at_a_time_in_any_order_complete_the_right_file(backend):
+    headers = backend.new_user()
+    data = os.urandom(4 * CHUNK_SIZE + 3)
+    body = backend.register(headers, data).json()
+    for chunk in body["chunks"]:
+        backend.put(chunk, pieces(data)[chunk["index"]])
+    states = [backend.report(headers, body["user_file_id"], [index]).json()["status"]
+              for index in (3, 1, 0, 4, 2)]
+    assert states == ["uploading"] * 4 + ["available"]
+    detail = backend.get(headers, body["user_file_id"]).json()
+    assert detail["hash"] == sha256(data) and download(detail["download_url"]) == data
+
+
 def test_delete_aborts_an_upload(backend):
     headers = backend.new_user()
     data = os.urandom(2 * CHUNK_SIZE)

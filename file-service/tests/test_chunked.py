@@ -1,6 +1,8 @@
 """Chunked uploads: register, PUT to pre-signed staging URLs (simulated), PATCH, complete."""
+import base64
 import hashlib
 import os
+from collections import Counter
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -395,3 +397,176 @@ def test_absurd_sizes_and_unpaired_surrogates_are_4xx_not_5xx(chunked):
     body = declare(b"x")
     body["filename"] = "\ud8bf.bin"
     assert chunked.register("alice", body).status_code == 400
+
+
+# the running whole-file digest
+
+
+@pytest.fixture
+def store_reads(store, monkeypatch):
+    """Bytes of whole chunks read back from the blob store, per chunk hash, from now on (not
+    ranges: the MIME sniff reads the first bytes of a file)."""
+    reads = Counter()
+    open_blob = store.open
+
+    def counting_open(blob_hash, start=0, end=None):
+        for piece in open_blob(blob_hash, start, end):
+            if end is None:
+                reads[blob_hash] += len(piece)
+            yield piece
+    monkeypatch.setattr(store, "open", counting_open)
+    return reads
+
+
+def registered_and_put(chunked, data, body=None):
+    registered = chunked.register("alice", body or declare(data)).get_json()
+    for entry, piece in zip(registered["chunks"], pieces_of(data)):
+        chunked.put(entry, piece)
+    return registered["user_file_id"]
+
+
+def stored_digest_of(db, user_file_id):
+    return db.user_files.find_one({"_id": user_file_id}).get("digest")
+
+
+def test_chunks_reported_in_order_are_hashed_once_and_completion_reads_none_back(
+        chunked, db, store_reads):
+    data = os.urandom(4 * CHUNK + 123)
+    user_file_id = registered_and_put(chunked, data)
+    for index in range(4):
+        assert chunked.report("alice", user_file_id, [index]).get_json()["status"] == "uploading"
+        assert stored_digest_of(db, user_file_id)["through"] == index + 1
+    done = chunked.report("alice", user_file_id, [4]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert not store_reads
+
+
+def test_out_of_order_reports_are_caught_up_and_give_the_right_file(chunked, db, client,
+                                                                    token_for, store_reads):
+    data = os.urandom(5 * CHUNK - 1)
+    user_file_id = registered_and_put(chunked, data)
+    for index in (4, 2, 3):
+        chunked.report("alice", user_file_id, [index])
+        assert stored_digest_of(db, user_file_id)["through"] == 0  # chunk 0 is missing
+    chunked.report("alice", user_file_id, [0])
+    assert stored_digest_of(db, user_file_id)["through"] == 1
+    assert not store_reads
+    done = chunked.report("alice", user_file_id, [1]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    parts = pieces_of(data)
+    # 2, 3 and 4 were read back once, by the report that let the digest reach them.
+    assert store_reads == {sha(parts[i]): len(parts[i]) for i in (2, 3, 4)}
+    content = client.get(f"/api/v1/files/{user_file_id}/content", headers=token_for("alice"))
+    assert content.data == data
+
+
+def test_chunks_the_user_already_held_are_hashed_in_too(chunked, upload, db, store_reads):
+    data = bytearray(os.urandom(5 * CHUNK))
+    upload("alice", ("v1.bin", bytes(data)))
+    data[2 * CHUNK] ^= 1
+    data = bytes(data)
+    body = chunked.register("alice", declare(data)).get_json()
+    assert [c["status"] for c in body["chunks"]].count("pending") == 1
+    chunked.put(body["chunks"][2], pieces_of(data)[2])
+    store_reads.clear()
+    done = chunked.report("alice", body["user_file_id"], [2]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    parts = pieces_of(data)
+    assert store_reads == {sha(parts[i]): CHUNK for i in (0, 1, 3, 4)}  # once each
+
+
+def test_a_wrong_whole_file_hash_still_fails_when_the_digest_ran_ahead(chunked, db):
+    data = os.urandom(3 * CHUNK)
+    user_file_id = registered_and_put(chunked, data, {**declare(data), "hash": sha(b"other")})
+    for index in range(3):
+        result = chunked.report("alice", user_file_id, [index]).get_json()
+    assert result["status"] == "failed"
+    assert result["failure"]["code"] == "file_hash_mismatch"
+    assert db.file_objects.count_documents({}) == 0
+
+
+def test_a_failed_then_reuploaded_chunk_joins_the_digest(chunked, db):
+    data = os.urandom(3 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces_of(data)[0])
+    chunked.put(body["chunks"][1], os.urandom(CHUNK))  # wrong bytes
+    result = chunked.report("alice", body["user_file_id"], [0, 1]).get_json()
+    assert [c["status"] for c in result["chunks"]] == ["verified", "failed", "pending"]
+    assert stored_digest_of(db, body["user_file_id"])["through"] == 1
+    chunked.put(result["chunks"][1], pieces_of(data)[1])
+    chunked.put(body["chunks"][2], pieces_of(data)[2])
+    done = chunked.report("alice", body["user_file_id"], [1, 2]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+
+
+def midstate_of(data):
+    from satchel_files.resumable_sha256 import ResumableSha256
+    hasher = ResumableSha256()
+    hasher.update(data)
+    return base64.b64encode(hasher.state()).decode()
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda data: {"through": 2, "sha256_state": "not base64!"},
+    lambda data: {"through": 2, "sha256_state": midstate_of(data[:CHUNK])},   # wrong length
+    lambda data: {"through": 3, "sha256_state": midstate_of(data[:3 * CHUNK])},  # 2 not verified
+    lambda data: {"through": "2", "sha256_state": midstate_of(data[:2 * CHUNK])},
+    lambda data: {"algorithm": "sha3", "state": "?"},                            # unknown
+    lambda data: "garbage",
+    lambda data: {"through": 2, "sha256_state": midstate_of(os.urandom(2 * CHUNK))},  # fits, wrong
+], ids=["base64", "length", "unverified", "type", "unknown", "garbage", "wrong-bytes"])
+def test_a_corrupted_or_unknown_stored_digest_falls_back_to_hashing_the_chunks(
+        chunked, db, corrupt):
+    data = os.urandom(4 * CHUNK)
+    user_file_id = registered_and_put(chunked, data)
+    chunked.report("alice", user_file_id, [0, 1])
+    db.user_files.update_one({"_id": user_file_id}, {"$set": {"digest": corrupt(data)}})
+    done = chunked.report("alice", user_file_id, [2, 3]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+
+
+def test_without_a_resumable_sha256_completion_hashes_every_chunk(chunked, monkeypatch, db,
+                                                                  store_reads):
+    from satchel_files import resumable_sha256
+    monkeypatch.setattr(resumable_sha256, "AVAILABLE", False)
+    data = os.urandom(3 * CHUNK)
+    user_file_id = registered_and_put(chunked, data)
+    for index in range(3):
+        result = chunked.report("alice", user_file_id, [index]).get_json()
+    assert result["status"] == "available" and result["hash"] == sha(data)
+    assert stored_digest_of(db, user_file_id) is None
+    assert sum(store_reads.values()) >= len(data)
+
+
+def test_a_file_repeating_a_chunk_keeps_exact_counts_to_completion_and_abort(
+        chunked, client, token_for, db, maintenance):
+    same = os.urandom(CHUNK)
+    data = same * 3 + b"end"
+    body = chunked.register("alice", declare(data)).get_json()
+    for entry, piece in zip(body["chunks"][:2], pieces_of(data)):
+        chunked.put(entry, piece)
+    chunked.report("alice", body["user_file_id"], [0, 1])
+    assert blob_count(db, sha(same)) == 2 and maintenance.fsck().is_clean
+    assert client.delete(f"/api/v1/files/{body['user_file_id']}",
+                         headers=token_for("alice")).status_code == 204
+    assert blob_count(db, sha(same)) == 0 and maintenance.fsck().is_clean
+    assert db.blobs.find_one({"_id": sha(same)})["zero_since_ms"] is not None  # gc may take it
+
+    done = chunked.upload("alice", data)
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert blob_count(db, sha(same)) == 3 and blob_count(db, sha(b"end")) == 1
+    assert maintenance.fsck().is_clean
+
+
+def test_a_patch_reads_back_a_bounded_amount_and_completion_hashes_the_rest(
+        chunked, db, monkeypatch, store_reads):
+    from satchel_files.services import uploads
+    monkeypatch.setattr(uploads, "_DIGEST_CATCH_UP_BYTES", 2 * CHUNK)
+    data = os.urandom(6 * CHUNK)
+    user_file_id = registered_and_put(chunked, data)
+    chunked.report("alice", user_file_id, [1, 2, 3, 4])
+    chunked.report("alice", user_file_id, [0])  # hashes 0 as it checks it, reads back 1 and 2
+    assert stored_digest_of(db, user_file_id)["through"] == 3
+    assert sum(store_reads.values()) == 2 * CHUNK
+    done = chunked.report("alice", user_file_id, [5]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)

@@ -3,6 +3,7 @@
 import hashlib
 from collections import Counter
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import jwt
 import pytest
 
 from satchel_files import create_app
+from satchel_files.services.upload_digest import stored_digest
 from satchel_shared.mongo import connect_mongo
 from satchel_shared.tokens import StaticKeySet
 
@@ -159,3 +161,57 @@ def test_the_whole_api_works_on_nx_27017(nx_app, token_for):
     maintenance = nx_app.extensions["satchel.maintenance"]
     assert maintenance.gc(grace_seconds=0).removed["blobs"] == 2  # old content of 0, and 1
     assert maintenance.fsck().problems == []
+
+
+def test_chunk_reports_racing_in_any_order_give_the_right_file(nx_app, token_for):
+    """PATCHes of different chunks of one upload at once, in random order: the running
+    whole-file digest may lose races, never the right answer."""
+    client, headers = nx_app.test_client(), token_for("alice")
+    store = nx_app.extensions["satchel.blob_store"]
+    db = nx_app.extensions["satchel.mongo"][nx_app.config["SATCHEL"].mongo_db]
+    rng = random.Random(27017)
+    for round_ in range(4):
+        data = os.urandom(12 * CHUNK + round_)
+        pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+        body = client.post("/api/v1/files", headers=headers, json={
+            "filename": f"{round_}.bin", "size_bytes": len(data),
+            "hash": hashlib.sha256(data).hexdigest(), "mime_type": "application/octet-stream",
+            "chunks": [{"index": i, "hash": hashlib.sha256(p).hexdigest(), "size_bytes": len(p)}
+                       for i, p in enumerate(pieces)]}).get_json()
+        for entry in body["chunks"]:
+            path = store.staging_path(entry["upload_url"].split("?")[0].rsplit("/", 1)[1])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pieces[entry["index"]])
+        order = list(range(len(pieces)))
+        rng.shuffle(order)
+        if round_ == 0:  # in order, one at a time: nx-27017 keeps the digest as written
+            order.sort()
+        states, errors = [], []
+
+        def report(indexes):
+            try:
+                for index in indexes:
+                    response = nx_app.test_client().patch(
+                        f"/api/v1/files/{body['user_file_id']}", headers=headers,
+                        json={"chunks": [{"index": index, "status": "uploaded"}]})
+                    assert response.status_code == 200, response.get_json()
+                    states.append(response.get_json()["status"])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        if round_ == 0:
+            report(order[:-1])
+            upload = db.user_files.find_one({"_id": body["user_file_id"]})
+            assert stored_digest(upload)[1] == len(pieces) - 1
+            order = order[-1:]
+        threads = [threading.Thread(target=report, args=(order[i::4],)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        assert "failed" not in states and "available" in states
+        content = client.get(f"/api/v1/files/{body['user_file_id']}/content", headers=headers)
+        assert content.data == data
+    assert db.ref_intents.count_documents({}) == 0
+    assert nx_app.extensions["satchel.maintenance"].fsck().problems == []

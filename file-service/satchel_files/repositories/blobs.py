@@ -60,9 +60,19 @@ class BlobRepository:
             return_document=ReturnDocument.AFTER,
         )
 
+    def decrement_many(self, blob_hashes: list[str]) -> int:
+        """decrement() each of the distinct `blob_hashes` in one write; how many matched."""
+        result = self.collection.update_many(
+            {"_id": {"$in": blob_hashes}}, {"$inc": {"ref_count": -1, "rev": 1}})
+        return result.matched_count
+
     def mark_zero_since(self, blob_hash: str, now_ms: int) -> None:
-        self.collection.update_one(
-            {"_id": blob_hash, "ref_count": 0, "state": PRESENT, "zero_since_ms": None},
+        self.mark_zero_since_many([blob_hash], now_ms)
+
+    def mark_zero_since_many(self, blob_hashes: list[str], now_ms: int) -> None:
+        self.collection.update_many(
+            {"_id": {"$in": blob_hashes}, "ref_count": 0, "state": PRESENT,
+             "zero_since_ms": None},
             {"$set": {"zero_since_ms": now_ms}},
         )
 

@@ -19,14 +19,20 @@ class IntentRepository:
     def ensure_indexes(self) -> None:
         self.collection.create_index([("heartbeat_ms", 1)])
 
-    def insert(self, intent_id: str, now_ms: int, created_at: datetime) -> None:
-        self.collection.insert_one({"_id": intent_id, "blob_refs": [], "file_object_refs": [],
-                                    "heartbeat_ms": now_ms, "created_at": created_at})
+    def insert(self, intent_id: str, now_ms: int, created_at: datetime, *,
+               blob_refs: list[str] | None = None) -> None:
+        self.collection.insert_one({"_id": intent_id, "blob_refs": list(blob_refs or ()),
+                                    "file_object_refs": [], "heartbeat_ms": now_ms,
+                                    "created_at": created_at})
 
     def add_blob_ref(self, intent_id: str, blob_hash: str, now_ms: int) -> bool:
+        return self.add_blob_refs(intent_id, [blob_hash], now_ms)
+
+    def add_blob_refs(self, intent_id: str, blob_hashes: list[str], now_ms: int) -> bool:
         result = self.collection.update_one(
             {"_id": intent_id},
-            {"$push": {"blob_refs": blob_hash}, "$set": {"heartbeat_ms": now_ms}})
+            {"$push": {"blob_refs": {"$each": list(blob_hashes)}},
+             "$set": {"heartbeat_ms": now_ms}})
         return result.matched_count == 1
 
     def add_file_object_ref(self, intent_id: str, file_object_id: str, now_ms: int) -> bool:

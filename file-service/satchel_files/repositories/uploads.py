@@ -20,7 +20,8 @@ class UploadRepository:
     their declared size, and the list (status "available" only) does not show them. Extra fields:
 
     {chunk_size, chunks: [{index, hash, size_bytes, status: pending|verified|failed,
-     upload_key, reason}], upload_rev, upload_expires_ms, failure: {code, message}|None}
+     upload_key, reason}], upload_rev, upload_expires_ms, failure: {code, message}|None,
+     digest: {through, sha256_state}}  (the running whole-file SHA-256: services/upload_digest.py)
 
     Every `verified` chunk entry holds one blob reference (with multiplicity), as a file
     object's chunk list does. `upload_rev` grows with every write to the chunk list; writes are

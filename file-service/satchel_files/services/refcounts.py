@@ -27,6 +27,8 @@ Acquire a blob (per chunk, during an upload)
        quiet for longer than the lease, finish that deletion ourselves); no doc -> insert it with
        ref_count 1 (DuplicateKeyError -> retry from 2).
     3. store.put(h, data): idempotent; we hold a ref, so GC cannot delete the bytes after this.
+    Several refs may be listed in one write (the intent's insert, or one $push $each) before
+    each is counted; a ref listed but never counted only makes fsck count too high.
 
 Acquire a file object for whole-file hash H (after all its chunks are stored)
     1. found live -> intent.file_object_refs += id; $inc ref_count (state live) -> matched: release
@@ -61,6 +63,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -133,6 +136,19 @@ class RefCounts:
         self.intents.insert(intent.id, self._now_ms(), utc_datetime(self.clock))
         return intent
 
+    def begin_with_stored_blob(self, blob_hash: str, size_bytes: int) -> Intent:
+        """begin() then acquire_stored_blob(), one write fewer: the intent is inserted already
+        listing the reference (listed before it is counted, as ever)."""
+        intent = Intent(uuid.uuid4().hex)
+        self.intents.insert(intent.id, self._now_ms(), utc_datetime(self.clock),
+                            blob_refs=[blob_hash])
+        try:
+            self._count_listed_blobs(intent, [(blob_hash, size_bytes)])
+        except BaseException:
+            self.abort(intent)
+            raise
+        return intent
+
     def end(self, intent: Intent) -> None:
         """The request's references are all owned by documents now (or given back)."""
         self.intents.delete(intent.id)
@@ -171,10 +187,18 @@ class RefCounts:
         """Take one reference to the chunk `blob_hash` without writing bytes: they are stored
         already, or the caller stores them next (a verified staging upload promoted AFTER this,
         so GC cannot remove them in between). Chunked uploads use it."""
-        if not self.intents.add_blob_ref(intent.id, blob_hash, self._now_ms()):
+        self.acquire_stored_blobs(intent, [(blob_hash, size_bytes)])
+
+    def acquire_stored_blobs(self, intent: Intent, chunks: list[tuple[str, int]]) -> None:
+        """acquire_stored_blob for every (hash, size_bytes), all listed in one write."""
+        if not self.intents.add_blob_refs(intent.id, [h for h, _ in chunks], self._now_ms()):
             raise IntentLost(intent.id)
-        self._increment_blob(blob_hash, size_bytes)
-        intent.held_blob_refs.append(blob_hash)
+        self._count_listed_blobs(intent, chunks)
+
+    def _count_listed_blobs(self, intent: Intent, chunks: list[tuple[str, int]]) -> None:
+        for blob_hash, size_bytes in chunks:
+            self._increment_blob(blob_hash, size_bytes)
+            intent.held_blob_refs.append(blob_hash)
 
     def release_held_blob(self, intent: Intent, blob_hash: str) -> None:
         """Give back one reference this request took (the intent still lists it: harmless)."""
@@ -208,6 +232,17 @@ class RefCounts:
             if doc["ref_count"] < 0:
                 log.error("blob ref_count went negative", extra={"blob": blob_hash})
             self.blobs.mark_zero_since(blob_hash, self._now_ms())
+
+    def release_blobs(self, blob_hashes: list[str]) -> None:
+        """release_blob() for each of `blob_hashes` (with multiplicity), in a write per
+        repeat of a hash rather than one per hash; a count that reached 0 is stamped after."""
+        counts = Counter(blob_hashes)
+        for repeat in range(1, max(counts.values(), default=0) + 1):
+            hashes = [blob_hash for blob_hash, count in counts.items() if count >= repeat]
+            if self.blobs.decrement_many(hashes) != len(hashes):
+                log.warning("released blobs that have no document", extra={"blobs": hashes})
+        if counts:
+            self.blobs.mark_zero_since_many(list(counts), self._now_ms())
 
     def finish_blob_deletion(self, blob_hash: str, seen_since_ms: int | None) -> bool:
         """Take over a deletion whose deleter went quiet; True if we finished it."""

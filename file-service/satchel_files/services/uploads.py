@@ -12,9 +12,13 @@
 References (see refcounts.py): a verified chunk entry of an upload holds one blob reference,
 taken through an intent before its bytes are promoted from staging; the intent is dropped only
 after the upload document shows the chunk verified (fsck scans intents, then uploads, then file
-objects). On completion the file object is acquired exactly as the multipart path does (chunk
-refs through an intent, then the file object by whole hash); the upload's own chunk refs are
-released only after the entry became available, so counts are never too low.
+objects). On completion a live file object with this content is reused (it holds its own chunk
+refs); otherwise one is acquired as the multipart path does (chunk refs through an intent, then
+the file object by whole hash). The upload's own chunk refs are released only after the entry
+became available, so counts are never too low.
+
+The whole-file SHA-256 is computed as chunks are verified, not at the end (upload_digest.py):
+completion reads back only the chunks the running digest has not reached.
 """
 from __future__ import annotations
 
@@ -42,11 +46,13 @@ from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED
 from .clock import Clock, now_ms, utc_datetime
 from .files import FileService, chunk_sizes
-from .refcounts import RefCounts
+from .refcounts import Intent, RefCounts
+from .upload_digest import DIGEST_FIELD, RunningDigest, feed_chunks, stored_digest
 
 log = logging.getLogger(__name__)
 
 _WRITE_RETRIES = 20
+_DIGEST_CATCH_UP_BYTES = 128 * 1024 * 1024  # chunks a PATCH may read back for the digest
 
 
 @dataclass(frozen=True)
@@ -205,11 +211,12 @@ class UploadService:
         reported = {report["index"] for report in reports}
         is_written = False
         if upload["status"] == UPLOADING:
+            digest = RunningDigest.resume(upload, allowance_bytes=_DIGEST_CATCH_UP_BYTES)
             for index in sorted(reported):
                 chunk = upload["chunks"][index]
                 if chunk["status"] == VERIFIED:
                     continue
-                written = self._verify_chunk(upload, chunk)
+                written = self._verify_chunk(upload, chunk, digest)
                 if written is None:  # someone else settled it: read what they wrote
                     written = self.uploads.find(user_file_id)
                     if written is None:
@@ -223,8 +230,10 @@ class UploadService:
             self.uploads.touch(user_file_id, self._expires_ms())
         return self._describe(upload, urls_for=reported)
 
-    def _verify_chunk(self, upload: dict, chunk: dict) -> dict | None:
-        """Check one chunk's staged bytes and record the outcome; the upload as written."""
+    def _verify_chunk(self, upload: dict, chunk: dict,
+                      digest: RunningDigest | None) -> dict | None:
+        """Check one chunk's staged bytes and record the outcome; the upload as written.
+        The same read advances the whole-file `digest` when the chunk is next in line."""
         key, index = chunk["upload_key"], chunk["index"]
         staged = self.store.staging_size(key)
         if staged is None:
@@ -234,10 +243,14 @@ class UploadService:
             self.store.delete_staging(key)
             return self._record(upload["_id"], index, key, CHUNK_FAILED,
                                 f"Received {staged} bytes; this chunk has {chunk['size_bytes']}.")
-        intent = self.refcounts.begin()
-        try:
-            self.refcounts.acquire_stored_blob(intent, chunk["hash"], chunk["size_bytes"])
-            self.store.promote_staging(key, chunk["hash"])  # re-hashes; never overwrites
+        hasher = None
+        if digest is not None:
+            digest.catch_up(self.store, upload["chunks"], index)
+            hasher = digest.hasher_for(index)
+        intent = self.refcounts.begin_with_stored_blob(chunk["hash"], chunk["size_bytes"])
+        try:  # re-hashes; never overwrites
+            self.store.promote_staging(key, chunk["hash"],
+                                       also_hash=None if hasher is None else hasher.update)
         except BlobHashMismatch:
             self.refcounts.abort(intent)
             return self._record(upload["_id"], index, key, CHUNK_FAILED,
@@ -248,8 +261,10 @@ class UploadService:
         except BaseException:
             self.refcounts.abort(intent)
             raise
+        if digest is not None:
+            digest.took(index, hasher)
         try:
-            written = self._record(upload["_id"], index, key, VERIFIED, None)
+            written = self._record(upload["_id"], index, key, VERIFIED, None, digest)
         except BaseException:
             self.refcounts.abort(intent)
             raise
@@ -259,10 +274,11 @@ class UploadService:
             self.refcounts.end(intent)
         return written
 
-    def _record(self, upload_id: str, index: int, key: str, status: str,
-                reason: str | None) -> dict | None:
+    def _record(self, upload_id: str, index: int, key: str, status: str, reason: str | None,
+                digest: RunningDigest | None = None) -> dict | None:
         """Set chunk `index` (still at attempt `key`) to `status`; None if that attempt is
-        settled already or the upload is gone. A failed chunk gets a new attempt key."""
+        settled already or the upload is gone. A failed chunk gets a new attempt key.
+        A verified chunk's `digest` is written along, advanced first if this chunk let it."""
         for _ in range(_WRITE_RETRIES):
             current = self.uploads.find(upload_id)
             if current is None or current["status"] != UPLOADING:
@@ -275,6 +291,11 @@ class UploadService:
                              "upload_key": None if status == VERIFIED else new_upload_key()}
             replacement = {**current, "chunks": chunks, "upload_rev": current["upload_rev"] + 1,
                            "upload_expires_ms": self._expires_ms()}
+            if digest is not None:
+                digest.adopt_further(current)
+                digest.catch_up(self.store, chunks, index)
+                if digest.fits(chunks):
+                    replacement[DIGEST_FIELD] = digest.document()
             if self.uploads.replace_if_rev(current, replacement):
                 return replacement
         raise ApiError(409, "conflict", "The upload is changing too often; retry.")
@@ -285,11 +306,13 @@ class UploadService:
         """Every chunk is verified: check the whole-file hash, then make the file available."""
         chunk_hashes = [chunk["hash"] for chunk in upload["chunks"]]
         known = self.file_objects.find_by_hash(upload["hash"])
+        if known is not None and (known["chunks"] != chunk_hashes
+                                  or known["size_bytes"] != upload["size_bytes"]):
+            known = None
         # A file object's hash was verified when it was made; the same verified chunks in the
         # same order are the same bytes, so they need no second read.
-        if not (known is not None and known["chunks"] == chunk_hashes
-                and known["size_bytes"] == upload["size_bytes"]):
-            actual = self._hash_chunks(chunk_hashes)
+        if known is None:
+            actual = self._whole_file_hash(upload)
             if actual != upload["hash"]:
                 return self._fail(upload, "file_hash_mismatch",
                                   f"The chunks put together have SHA-256 {actual}, not the "
@@ -301,25 +324,35 @@ class UploadService:
             return self._fail(upload, exc.code, exc.message)
         intent = self.refcounts.begin()
         try:
-            for chunk in upload["chunks"]:  # the file object's own refs, as multipart takes them
-                self.refcounts.acquire_stored_blob(intent, chunk["hash"], chunk["size_bytes"])
-            file_object = self.refcounts.acquire_file_object(intent, {
-                "hash": upload["hash"], "size_bytes": upload["size_bytes"],
-                "mime_type": mime_type, "chunk_size": upload["chunk_size"],
-                "chunks": chunk_hashes}, chunk_hashes)
+            file_object = self._take_file_object(intent, upload, known, mime_type)
             document = _available_document(upload["_id"], upload["owner_id"], upload["filename"],
                                            file_object, mime_type, utc_datetime(self.clock))
             if not self.mark_available(upload, document):
                 self.refcounts.abort(intent)  # finished, aborted or expired meanwhile
                 return self.uploads.find(upload["_id"]) or upload
             self.refcounts.hand_over_file_object_refs(intent)
-            for chunk in upload["chunks"]:  # the upload's refs: no document shows them now
-                self.refcounts.release_blob(chunk["hash"])
+            # The upload's refs: no document shows them now.
+            self.refcounts.release_blobs([chunk["hash"] for chunk in upload["chunks"]])
             self.refcounts.end(intent)
         except BaseException:
             self.refcounts.abort(intent)
             raise
         return document
+
+    def _take_file_object(self, intent: Intent, upload: dict, known: dict | None,
+                          mime_type: str) -> dict:
+        """A reference to the file object with the upload's content: `known` (a live one with
+        these chunks, which holds its own chunk refs) if it is still live, else one found or
+        made with chunk refs taken as multipart takes them."""
+        if known is not None and known.get("state") == LIVE and \
+                self.refcounts.reuse_file_object(intent, known["_id"]):
+            return {**known, "ref_count": known["ref_count"] + 1}
+        chunk_hashes = [chunk["hash"] for chunk in upload["chunks"]]
+        self.refcounts.acquire_stored_blobs(
+            intent, [(chunk["hash"], chunk["size_bytes"]) for chunk in upload["chunks"]])
+        return self.refcounts.acquire_file_object(intent, {
+            "hash": upload["hash"], "size_bytes": upload["size_bytes"], "mime_type": mime_type,
+            "chunk_size": upload["chunk_size"], "chunks": chunk_hashes}, chunk_hashes)
 
     def mark_available(self, upload: dict | None, available: dict) -> bool:
         """THE moment a chunked upload's file becomes available: one write that turns the
@@ -352,13 +385,20 @@ class UploadService:
             return replacement
         return self.uploads.find(upload["_id"]) or upload
 
-    def _hash_chunks(self, chunk_hashes: list[str]) -> str:
-        """SHA-256 of the chunks read back from the store in order, a piece at a time."""
-        digest = hashlib.sha256()
-        for chunk_hash in chunk_hashes:
-            for piece in self.store.open(chunk_hash):
-                digest.update(piece)
-        return digest.hexdigest()
+    def _whole_file_hash(self, upload: dict) -> str:
+        """SHA-256 of the verified chunks in order. Those the running digest has not hashed
+        yet are read back from the store (normally none, or the last one or two)."""
+        chunk_hashes = [chunk["hash"] for chunk in upload["chunks"]]
+        hasher, through = stored_digest(upload) or (hashlib.sha256(), 0)
+        feed_chunks(self.store, hasher, chunk_hashes[through:])
+        if hasher.hexdigest() == upload["hash"] or not through:
+            return hasher.hexdigest()
+        # Never fail an upload on a saved state alone: hash it all again to be sure.
+        log.warning("whole-file hash from a saved digest did not match; hashing again",
+                    extra={"user_file_id": upload["_id"]})
+        hasher = hashlib.sha256()
+        feed_chunks(self.store, hasher, chunk_hashes)
+        return hasher.hexdigest()
 
     def _head(self, chunk_hashes: list[str]) -> bytes:
         if not chunk_hashes:
@@ -393,10 +433,10 @@ class UploadService:
         """Delete the upload, then give back its chunk refs and staged bytes."""
         if not self.uploads.delete_if_rev(upload):
             return False
+        self.refcounts.release_blobs([chunk["hash"] for chunk in upload["chunks"]
+                                      if chunk["status"] == VERIFIED])
         for chunk in upload["chunks"]:
-            if chunk["status"] == VERIFIED:
-                self.refcounts.release_blob(chunk["hash"])
-            elif chunk["upload_key"]:
+            if chunk["status"] != VERIFIED and chunk["upload_key"]:
                 self.store.delete_staging(chunk["upload_key"])
         return True
 

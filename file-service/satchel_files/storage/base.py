@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -150,13 +150,18 @@ class BlobStore(abc.ABC):
         """The staging object's size in bytes, or None if there is none."""
 
     @abc.abstractmethod
-    def promote_staging(self, upload_key: str, blob_hash: str) -> None:
+    def promote_staging(self, upload_key: str, blob_hash: str, *,
+                        also_hash: Callable[[bytes], object] | None = None) -> None:
         """Move staging bytes to the blob `blob_hash` and drop the staging object.
 
         The backend re-hashes the bytes it moves: on a mismatch the staging object is discarded,
         nothing is stored and BlobHashMismatch is raised, so success always means "this upload
         carried these bytes". If the blob already exists it is left untouched. A missing staging
         object raises BlobNotFound, even if the blob exists.
+
+        `also_hash` is given every piece of the staged bytes, in order, in the same read that
+        hashes them (a chunked upload's running whole-file SHA-256); after an exception, what
+        it was given is meaningless.
         """
 
     @abc.abstractmethod

@@ -13,7 +13,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from stat import S_ISREG
@@ -93,7 +93,8 @@ class LocalBlobStore(SignsOwnUrls, BlobStore):
     def staging_size(self, upload_key: str) -> int | None:
         return _file_size(self.staging_path(upload_key))
 
-    def promote_staging(self, upload_key: str, blob_hash: str) -> None:
+    def promote_staging(self, upload_key: str, blob_hash: str, *,
+                        also_hash: Callable[[bytes], object] | None = None) -> None:
         staging = self.staging_path(upload_key)
         target = self.blob_path(blob_hash)
         # Take the staging file out of the client's reach first: a later PUT to the same URL then
@@ -105,7 +106,7 @@ class LocalBlobStore(SignsOwnUrls, BlobStore):
             except FileNotFoundError:
                 raise BlobNotFound(f"no staging object {upload_key}") from None
             with open(tmp_path, "rb") as taken:
-                actual = _sha256_of(taken)
+                actual = _sha256_of(taken, also_hash)
                 os.fsync(taken.fileno())
             if actual != blob_hash:
                 raise BlobHashMismatch(f"staged bytes hash to {actual}, not {blob_hash}")
@@ -255,10 +256,12 @@ def _stream_file(file: BinaryIO, start: int, end: int | None) -> Iterator[bytes]
             yield piece
 
 
-def _sha256_of(file: BinaryIO) -> str:
+def _sha256_of(file: BinaryIO, also_hash: Callable[[bytes], object] | None = None) -> str:
     digest = hashlib.sha256()
     while piece := file.read(READ_PIECE_BYTES):
         digest.update(piece)
+        if also_hash is not None:
+            also_hash(piece)
     return digest.hexdigest()
 
 

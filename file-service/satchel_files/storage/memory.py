@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 from .base import (
@@ -69,7 +69,8 @@ class MemoryBlobStore(SignsOwnUrls, BlobStore):
         entry = self._staging.get(validate_upload_key(upload_key))
         return None if entry is None else len(entry[0])
 
-    def promote_staging(self, upload_key: str, blob_hash: str) -> None:
+    def promote_staging(self, upload_key: str, blob_hash: str, *,
+                        also_hash: Callable[[bytes], object] | None = None) -> None:
         validate_upload_key(upload_key)
         validate_blob_hash(blob_hash)
         with self._lock:
@@ -77,6 +78,9 @@ class MemoryBlobStore(SignsOwnUrls, BlobStore):
             if entry is None:
                 raise BlobNotFound(f"no staging object {upload_key}")
             ensure_hash_matches(blob_hash, entry[0])
+            if also_hash is not None:
+                for piece in _pieces(entry[0]):
+                    also_hash(piece)
             self._blobs.setdefault(blob_hash, (entry[0], _now()))
 
     def delete_staging(self, upload_key: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timezone
 
 import boto3
@@ -156,7 +156,8 @@ class S3BlobStore(BlobStore):
     def staging_size(self, upload_key: str) -> int | None:
         return self._object_size(self.staging_key(upload_key))
 
-    def promote_staging(self, upload_key: str, blob_hash: str) -> None:
+    def promote_staging(self, upload_key: str, blob_hash: str, *,
+                        also_hash: Callable[[bytes], object] | None = None) -> None:
         staging = self.staging_key(upload_key)
         target = self.blob_key(blob_hash)
         with _translate_errors():
@@ -169,6 +170,8 @@ class S3BlobStore(BlobStore):
             digest = hashlib.sha256()
             for piece in response["Body"].iter_chunks(READ_PIECE_BYTES):
                 digest.update(piece)
+                if also_hash is not None:
+                    also_hash(piece)
             actual = digest.hexdigest()
             if actual != blob_hash:
                 self._client.delete_object(Bucket=self.bucket, Key=staging)

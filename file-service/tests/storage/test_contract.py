@@ -244,6 +244,17 @@ def test_staged_bytes_can_be_sized_read_and_promoted_to_a_blob(backend):
     assert list(store.iter_staging()) == []
 
 
+def test_promote_gives_also_hash_the_staged_bytes_in_order(backend):
+    data = bytes(range(256)) * (3 * MIB // 256) + b"tail"
+    backend.write_staging(UPLOAD_KEY, data)
+    seen = hashlib.sha256()
+
+    backend.store.promote_staging(UPLOAD_KEY, sha256_hex(data), also_hash=seen.update)
+
+    assert seen.hexdigest() == sha256_hex(data)
+    assert read(backend.store.open(sha256_hex(data))) == data
+
+
 def test_promote_of_an_empty_staged_chunk_stores_the_empty_blob(backend):
     backend.write_staging(UPLOAD_KEY, b"")
 
