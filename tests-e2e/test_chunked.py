@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -379,3 +380,27 @@ def test_zz_fsck_is_clean_after_all_of_the_above(backend):
         pytest.skip("needs the stack's database")
     report = backend.fsck()
     assert report["clean"] is True and report["problems"] == [], report
+
+
+def test_racing_registrations_by_one_user_never_take_it_over_quota(local):
+    """Uploads in progress count toward the quota by their declared size; registrations that
+    race are admitted one at a time, so only as many as fit get a 201."""
+    from satchel_e2e import MAX_UPLOAD, USER_QUOTA
+    headers = local.new_user()
+    size = MAX_UPLOAD - 1000
+    fits = USER_QUOTA // size
+    racers = fits + 5
+    declared = [os.urandom(size) for _ in range(racers)]
+    barrier = threading.Barrier(racers)
+    statuses = []
+
+    def race(data):
+        barrier.wait()
+        statuses.append(local.register(headers, data).status_code)
+
+    threads = [threading.Thread(target=race, args=(data,)) for data in declared]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [201] * fits + [413] * (racers - fits)

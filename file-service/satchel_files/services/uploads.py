@@ -133,9 +133,10 @@ class UploadService:
                 "chunk_size": chunk_size, "chunks": chunks, "upload_rev": 1,
                 "upload_expires_ms": self._expires_ms(), "failure": None,
             }
-            # Registrations by the same user can race; look again right before inserting.
-            self.files.check_fits(owner_id, adding_bytes=size_bytes)
-            self.uploads.insert(document)
+            # Registrations by the same user can race: the check that counts is made under
+            # the owner's lease, held until the upload counts toward the quota.
+            with self.files.quota.admitting(owner_id, adding_bytes=size_bytes):
+                self.uploads.insert(document)
             self.refcounts.end(intent)  # the upload's verified chunks hold the refs now
         except BaseException:
             self.refcounts.abort(intent)
@@ -166,8 +167,8 @@ class UploadService:
                 return None  # being deleted right now: take the ordinary path
             document = _available_document(str(uuid.uuid4()), owner_id, filename, file_object,
                                            mime_type, utc_datetime(self.clock))
-            self.files.check_fits(owner_id, adding_bytes=file_object["size_bytes"])
-            self.mark_available(None, document)
+            with self.files.quota.admitting(owner_id, adding_bytes=file_object["size_bytes"]):
+                self.mark_available(None, document)
             self.refcounts.hand_over_file_object_refs(intent)
             self.refcounts.end(intent)
         except BaseException:
