@@ -265,6 +265,28 @@ def test_patch_is_idempotent(chunked, db):
     assert all(blob_count(db, sha(p)) == 1 for p in pieces_of(data))
 
 
+def test_two_reports_of_one_chunk_at_the_same_moment_both_see_it_verified(chunked, db, store,
+                                                                           monkeypatch):
+    """The second report arrives while the first is still verifying the bytes: it must find
+    them (and verify them again), not call the chunk failed for want of bytes."""
+    data = os.urandom(2 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces_of(data)[0])
+    real_promote, inner = store.promote_staging, {}
+
+    def promote_while_another_report_comes_in(*args, **kwargs):
+        real_promote(*args, **kwargs)
+        if not inner:
+            inner["response"] = chunked.report("alice", body["user_file_id"], [0])
+
+    monkeypatch.setattr(store, "promote_staging", promote_while_another_report_comes_in)
+    outer = chunked.report("alice", body["user_file_id"], [0])
+    assert inner["response"].get_json()["chunks"][0]["status"] == "verified"
+    assert outer.get_json()["chunks"][0]["status"] == "verified"
+    assert blob_count(db, sha(pieces_of(data)[0])) == 1
+    assert store.staging_size(body["chunks"][0]["upload_url"].split("/")[-1].split("?")[0]) is None
+
+
 def test_verified_bytes_are_not_overwritten_through_a_still_valid_url(chunked, store):
     data = os.urandom(2 * CHUNK)
     body = chunked.register("alice", declare(data)).get_json()

@@ -41,7 +41,7 @@ from ..repositories.uploads import (CHUNK_FAILED, FAILED, IN_PROGRESS, PENDING, 
                                     VERIFIED, UploadRepository)
 from ..repositories.user_files import AVAILABLE
 from ..storage import BlobStore
-from ..storage.base import BlobHashMismatch, BlobNotFound
+from ..storage.base import BlobHashMismatch, BlobNotFound, StorageError
 from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED
 from .clock import Clock, now_ms, utc_datetime
@@ -273,7 +273,16 @@ class UploadService:
             self.refcounts.abort(intent)  # aborted or reported twice: our ref is not needed
         else:
             self.refcounts.end(intent)
+        # Only now: a concurrent report of this chunk that looked before this point found the
+        # bytes (and verified them again); one that looks after finds the chunk verified.
+        self._discard_staging(key)
         return written
+
+    def _discard_staging(self, key: str) -> None:
+        try:
+            self.store.delete_staging(key)
+        except StorageError:  # gc removes staging objects of settled attempts
+            log.warning("could not delete a promoted staging object", extra={"upload_key": key})
 
     def _record(self, upload_id: str, index: int, key: str, status: str, reason: str | None,
                 digest: RunningDigest | None = None) -> dict | None:

@@ -152,12 +152,17 @@ class BlobStore(abc.ABC):
     @abc.abstractmethod
     def promote_staging(self, upload_key: str, blob_hash: str, *,
                         also_hash: Callable[[bytes], object] | None = None) -> None:
-        """Move staging bytes to the blob `blob_hash` and drop the staging object.
+        """Store the staging object's bytes as the blob `blob_hash`; the staging object stays.
 
-        The backend re-hashes the bytes it moves: on a mismatch the staging object is discarded,
-        nothing is stored and BlobHashMismatch is raised, so success always means "this upload
-        carried these bytes". If the blob already exists it is left untouched. A missing staging
-        object raises BlobNotFound, even if the blob exists.
+        The backend re-hashes the very bytes it stores (a PUT to the same URL meanwhile cannot
+        change them): on a mismatch the staging object is discarded, nothing is stored and
+        BlobHashMismatch is raised, so success always means "this upload carried these bytes".
+        If the blob already exists it is left untouched. A missing staging object raises
+        BlobNotFound, even if the blob exists.
+
+        The caller deletes the staging object (`delete_staging`) once it has recorded the chunk
+        verified: until then a concurrent report of the same chunk still finds the bytes and
+        promotes them again (harmless), instead of finding nothing and calling the chunk failed.
 
         `also_hash` is given every piece of the staged bytes, in order, in the same read that
         hashes them (a chunked upload's running whole-file SHA-256); after an exception, what

@@ -97,18 +97,21 @@ class LocalBlobStore(SignsOwnUrls, BlobStore):
                         also_hash: Callable[[bytes], object] | None = None) -> None:
         staging = self.staging_path(upload_key)
         target = self.blob_path(blob_hash)
-        # Take the staging file out of the client's reach first: a later PUT to the same URL then
-        # creates a new staging file instead of changing the bytes being verified.
+        # Hard-link the staging file's inode first: a later PUT to the same URL replaces the
+        # staging name with a new file (the gateway writes a temp file and renames it), so the
+        # bytes verified and stored are the linked ones, whatever arrives meanwhile.
         with self._temp_file("promote-") as (tmp_file, tmp_path):
             tmp_file.close()
+            os.unlink(tmp_path)
             try:
-                os.replace(staging, tmp_path)
+                _link_or_move(staging, tmp_path)
             except FileNotFoundError:
                 raise BlobNotFound(f"no staging object {upload_key}") from None
             with open(tmp_path, "rb") as taken:
                 actual = _sha256_of(taken, also_hash)
                 os.fsync(taken.fileno())
             if actual != blob_hash:
+                self.delete_staging(upload_key)
                 raise BlobHashMismatch(f"staged bytes hash to {actual}, not {blob_hash}")
             if not target.is_file():
                 self._publish(tmp_path, target)
@@ -233,6 +236,17 @@ def _direct_io_length(view: memoryview) -> int:
 def _write_all(fd: int, view: memoryview) -> None:
     while view:
         view = view[os.write(fd, view):]
+
+
+def _link_or_move(source: Path, target: str) -> None:
+    """A second name for `source`'s inode; on filesystems without hard links, a rename (the
+    staging name is then gone: a concurrent report of the chunk finds no bytes)."""
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError:
+        os.replace(source, target)
 
 
 def _open_existing(path: Path) -> BinaryIO:

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from .base import (
     READ_PIECE_BYTES,
+    BlobHashMismatch,
     BlobInfo,
     BlobNotFound,
     BlobStore,
@@ -74,10 +75,14 @@ class MemoryBlobStore(SignsOwnUrls, BlobStore):
         validate_upload_key(upload_key)
         validate_blob_hash(blob_hash)
         with self._lock:
-            entry = self._staging.pop(upload_key, None)
+            entry = self._staging.get(upload_key)
             if entry is None:
                 raise BlobNotFound(f"no staging object {upload_key}")
-            ensure_hash_matches(blob_hash, entry[0])
+            try:
+                ensure_hash_matches(blob_hash, entry[0])
+            except BlobHashMismatch:
+                del self._staging[upload_key]
+                raise
             if also_hash is not None:
                 for piece in _pieces(entry[0]):
                     also_hash(piece)

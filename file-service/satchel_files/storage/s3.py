@@ -184,7 +184,6 @@ class S3BlobStore(BlobStore):
                     CopySource={"Bucket": self.bucket, "Key": staging},
                     CopySourceIfMatch=response["ETag"],
                 )
-            self._client.delete_object(Bucket=self.bucket, Key=staging)
 
     def delete_staging(self, upload_key: str) -> None:
         with _translate_errors():

@@ -246,8 +246,31 @@ def test_promoted_staging_bytes_move_to_the_blob_path_and_leave_nothing_behind(l
     (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(HELLO)
 
     local_store.promote_staging(UPLOAD_KEY, HELLO_HASH)
+    local_store.delete_staging(UPLOAD_KEY)
 
     assert files_under(local_store.data_dir) == [f"files/{HELLO_HASH[:2]}/{HELLO_HASH}"]
+
+
+def test_a_put_to_the_same_url_during_a_promote_never_changes_the_stored_bytes(local_store,
+                                                                                monkeypatch):
+    """The gateway replaces the staging name (temp file + rename) on every PUT; the bytes
+    verified and published are the inode linked when the promote began."""
+    from satchel_files.storage import local
+    local_store.check()
+    staging = local_store.data_dir / "staging" / UPLOAD_KEY
+    staging.write_bytes(HELLO)
+    real_sha256_of = local._sha256_of
+
+    def sha256_while_a_put_lands(file, also_hash=None):
+        replacement = staging.with_name("put.tmp")
+        replacement.write_bytes(b"evil bytes, same length?")
+        os.replace(replacement, staging)
+        return real_sha256_of(file, also_hash)
+
+    monkeypatch.setattr(local, "_sha256_of", sha256_while_a_put_lands)
+    local_store.promote_staging(UPLOAD_KEY, HELLO_HASH)
+
+    assert local_store.blob_path(HELLO_HASH).read_bytes() == HELLO
 
 
 def test_a_second_put_leaves_the_existing_file_untouched(local_store):
