@@ -43,6 +43,25 @@ def test_a_clean_system_passes_fsck(upload, maintenance):
     assert report.is_clean and report.problems == []
 
 
+def test_a_new_chunk_is_referenced_in_three_writes_and_no_read(refcounts, db, monkeypatch):
+    """The per-chunk cost of every upload: list the ref in the intent, try the increment,
+    insert; the blob's document is only read when it exists and is not present."""
+    calls = []
+    for name in ("find", "increment_present", "insert_referenced"):
+        real = getattr(refcounts.blobs, name)
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(refcounts.blobs, name, counted)
+    intent = refcounts.begin()
+    refcounts.acquire_blob(intent, sha(b"new"), b"new")
+    assert calls == ["increment_present", "insert_referenced"]
+    calls.clear()
+    refcounts.acquire_blob(intent, sha(b"new"), b"new")
+    assert calls == ["increment_present"]
+    assert blob(db, sha(b"new"))["ref_count"] == 2
+
+
 # crashes between steps: only over-counts, which fsck reports and repairs
 
 

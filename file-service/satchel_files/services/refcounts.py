@@ -23,9 +23,10 @@ Documents
 Acquire a blob (per chunk, during an upload)
     1. intent.blob_refs += h (heartbeat)
     2. update_one({_id: h, state: present}, {$inc: {ref_count: 1, rev: 1}, $set: {zero_since_ms:
-       None}}); nothing matched -> a "deleting" doc: back off and retry (or, if its deleter went
-       quiet for longer than the lease, finish that deletion ourselves); no doc -> insert it with
-       ref_count 1 (DuplicateKeyError -> retry from 2).
+       None}}); nothing matched -> insert it with ref_count 1 (new bytes: done in 2 writes);
+       DuplicateKeyError -> read it: a "deleting" doc: back off and retry (or, if its deleter
+       went quiet for longer than the lease, finish that deletion ourselves); otherwise it
+       appeared meanwhile: retry from 2.
     3. store.put(h, data): idempotent; we hold a ref, so GC cannot delete the bytes after this.
     Several refs may be listed in one write (the intent's insert, or one $push $each) before
     each is counted; a ref listed but never counted only makes fsck count too high.
@@ -209,14 +210,13 @@ class RefCounts:
         for attempt in range(self.busy_retries):
             if self.blobs.increment_present(blob_hash):
                 return
+            try:  # no present blob: usually none at all (new bytes), so insert without looking
+                self.blobs.insert_referenced(blob_hash, size_bytes, utc_datetime(self.clock))
+                return
+            except DuplicateKeyError:
+                pass
             doc = self.blobs.find(blob_hash)
-            if doc is None:
-                try:
-                    self.blobs.insert_referenced(blob_hash, size_bytes, utc_datetime(self.clock))
-                    return
-                except DuplicateKeyError:
-                    continue
-            if doc.get("state") == BLOB_DELETING:
+            if doc is not None and doc.get("state") == BLOB_DELETING:
                 since = doc.get("deleting_since_ms")
                 if self._lease_expired(since):
                     self.finish_blob_deletion(blob_hash, since)
