@@ -23,6 +23,7 @@ from .repositories.owner_locks import OwnerLockRepository
 from .services.changes import ChangeFeed
 from .services.clock import Clock
 from .services.files import FileService, FileSettings
+from .services.ingest import BufferPool
 from .services.maintenance import Maintenance
 from .services.quota import Quota
 from .services.refcounts import IntentLost, ReferencesBusy, RefCounts
@@ -99,7 +100,9 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     app.extensions["satchel.files"] = FileService(user_files, file_objects, refcounts, store,
                                                   settings, content_urls=content_urls,
                                                   changes=changes, listing=listing,
-                                                  quota=quota, clock=clock)
+                                                  quota=quota,
+                                                  buffers=BufferPool(config.upload_buffer_bytes),
+                                                  clock=clock)
     uploads = UploadRepository(database)
     app.extensions["satchel.uploads"] = UploadService(
         uploads, app.extensions["satchel.files"],

@@ -35,6 +35,9 @@ class Config:
                                     help="Largest file, and largest upload request, in bytes.")
     user_quota_bytes: int = setting("USER_QUOTA_BYTES", 10 * 1024 ** 3,
                                     help="Sum of size_bytes of one user's files.")
+    upload_buffer_bytes: int = setting(
+        "UPLOAD_BUFFER_BYTES", 256 * 1024 ** 2,
+        help="Memory one worker process may hold in chunk buffers for uploads in progress.")
     download_url_ttl_seconds: int = setting("DOWNLOAD_URL_TTL_SECONDS", 900)
     upload_url_ttl_seconds: int = setting(
         "UPLOAD_URL_TTL_SECONDS", 900, help="Lifetime of a chunk's pre-signed PUT URL (<= 7 days).")
@@ -89,6 +92,8 @@ class Config:
             problems.append("MAX_UPLOAD_BYTES must be positive")
         if self.user_quota_bytes <= 0:
             problems.append("USER_QUOTA_BYTES must be positive")
+        if self.upload_buffer_bytes < 2 * self.chunk_size_bytes:
+            problems.append("UPLOAD_BUFFER_BYTES must hold at least two chunks")
         if not 1 <= self.download_url_ttl_seconds <= 7 * 24 * 3600:
             problems.append("DOWNLOAD_URL_TTL_SECONDS must be between 1 and 604800")
         if not 1 <= self.upload_url_ttl_seconds <= 7 * 24 * 3600:

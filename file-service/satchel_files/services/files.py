@@ -24,7 +24,7 @@ from ..storage.signed_urls import SignedBlobUrls
 from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED, DELETED, RENAMED, UPDATED, ChangeFeed
 from .clock import Clock, utc_datetime
-from .ingest import FileIngest, IngestedFile
+from .ingest import BufferPool, FileIngest, IngestedFile
 from .quota import Quota
 from .refcounts import Intent, RefCounts
 
@@ -82,10 +82,12 @@ class FileService:
     def __init__(self, user_files: UserFileRepository, file_objects: FileObjectRepository,
                  refcounts: RefCounts, store: BlobStore, settings: FileSettings, *,
                  content_urls: SignedBlobUrls, changes: ChangeFeed,
-                 listing: FileListingRepository, quota: Quota, clock: Clock = time.time):
+                 listing: FileListingRepository, quota: Quota, buffers: BufferPool,
+                 clock: Clock = time.time):
         self.user_files = user_files
         self.listing = listing
         self.quota = quota
+        self.buffers = buffers
         self.file_objects = file_objects
         self.refcounts = refcounts
         self.store = store
@@ -137,7 +139,7 @@ class FileService:
             detected["mime_type"] = mime.choose(
                 head, declared=part.content_type, filename=schemas.clean_filename(part.filename))
 
-        ingest = FileIngest(self.refcounts, intent, self.settings.chunk_size_bytes,
+        ingest = FileIngest(self.refcounts, intent, self.settings.chunk_size_bytes, self.buffers,
                             on_head=check_type, on_bytes=count)
         content = ingest.ingest(part)
         return _Received(filename, detected["mime_type"], content)

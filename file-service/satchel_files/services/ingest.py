@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +45,54 @@ class _WholeFileDigest:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+class BufferPool:
+    """The chunk buffers of all uploads in one process, within a memory budget.
+
+    Each upload gets its first buffer even if it has to wait for one (it cannot go on without
+    it, and whoever holds the budget is making progress); the buffers that let it overlap
+    storing with receiving are taken only if the budget has room. So many large uploads at
+    once slow down instead of taking a worker past its memory limit.
+    """
+
+    def __init__(self, budget_bytes: int):
+        self.budget_bytes = budget_bytes
+        self._in_use = 0
+        self._changed = threading.Condition()
+
+    @property
+    def in_use_bytes(self) -> int:
+        return self._in_use
+
+    def acquire(self, size: int, *, wait: bool) -> mmap.mmap | None:
+        """A zeroed, page-aligned buffer of `size` bytes; None if `wait` is False and the
+        budget is spent. One buffer larger than the whole budget is still given when nothing
+        else is out."""
+        with self._changed:
+            while self._in_use and self._in_use + size > self.budget_bytes:
+                if not wait:
+                    return None
+                self._changed.wait()
+            self._in_use += size
+        try:
+            return mmap.mmap(-1, size)
+        except BaseException:
+            self._give_back(size)
+            raise
+
+    def release(self, buffer: mmap.mmap) -> None:
+        size = len(buffer)
+        try:
+            buffer.close()
+        except BufferError:  # a view is still out: the memory goes when the last one does
+            pass
+        self._give_back(size)
+
+    def _give_back(self, size: int) -> None:
+        with self._changed:
+            self._in_use -= size
+            self._changed.notify_all()
+
+
 class ChunkSource(Protocol):
     """Where a file's bytes come from: multipart.FilePart."""
 
@@ -68,11 +117,12 @@ class FileIngest:
     and write the chunk (a chunk's place in the list is fixed when it is handed over, so the
     order never depends on which thread finishes first). Memory is bounded by `_STORERS + 1`
     chunks; a storing error is raised in the request thread when its buffer is needed again
-    or at the end.
+    or at the end. Buffers come from the process's BufferPool: under memory pressure an upload
+    works with fewer of them, down to one.
     """
 
-    def __init__(self, refcounts: RefCounts, intent: Intent, chunk_size: int, *,
-                 on_head: Callable[[bytes], None] | None = None,
+    def __init__(self, refcounts: RefCounts, intent: Intent, chunk_size: int, buffers: BufferPool,
+                 *, on_head: Callable[[bytes], None] | None = None,
                  on_bytes: Callable[[int], None] | None = None):
         """`on_head(first bytes)` runs once before the first chunk is stored (it may reject the
         file); `on_bytes(n)` after every chunk received (it may enforce size limits)."""
@@ -81,6 +131,7 @@ class FileIngest:
         self._chunk_size = chunk_size
         self._on_head = on_head
         self._on_bytes = on_bytes
+        self._pool = buffers
         self._buffers: list[mmap.mmap] = []
         self._free: list[mmap.mmap] = []
         self._in_flight: deque[tuple[Future, Future, mmap.mmap]] = deque()
@@ -118,12 +169,17 @@ class FileIngest:
         are already recorded in the intent, so an aborted request releases them)."""
         self._storer.shutdown(wait=True, cancel_futures=True)
         self._digest.close()
+        self._in_flight.clear()
+        for buffer in self._buffers:
+            self._pool.release(buffer)
         self._free = self._buffers = []
 
     def _free_buffer(self, lookahead: int) -> mmap.mmap:
         if not self._free and len(self._buffers) <= _STORERS:
-            self._buffers.append(mmap.mmap(-1, self._chunk_size + lookahead))
-            self._free.append(self._buffers[-1])
+            buffer = self._pool.acquire(self._chunk_size + lookahead, wait=not self._buffers)
+            if buffer is not None:
+                self._buffers.append(buffer)
+                self._free.append(buffer)
         while not self._free:
             self._wait_for_oldest()
         return self._free.pop()
