@@ -102,7 +102,7 @@ class ChunkSource(Protocol):
         """Fill buffer[:n] with the next n bytes, n < want only at the end."""
 
 
-# Chunks stored at once. Storing one is a hash, four small MongoDB writes (its reference) and a
+# Chunks stored at once. Storing one is a hash, three small MongoDB writes (its reference) and a
 # direct write with fsync, mostly waiting: with 2 a 1 GiB upload took 1.7-2.1 s at one busy core,
 # with 4 1.35-1.5 s. Each large upload then holds up to 5 chunk buffers (40 MiB at 8 MiB chunks).
 _STORERS = 4
