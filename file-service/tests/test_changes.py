@@ -239,8 +239,19 @@ def test_per_file_numbers_follow_the_order_the_mutations_happened(client, alice,
     assert db.changes.find_one({"seq": 2})["state"] == "aborted"
 
 
-def test_concurrent_claims_get_distinct_contiguous_numbers(feed, db):
-    """(mongomock serialises inserts; the real race runs in tests-e2e/test_changes.py)"""
+def test_concurrent_claims_get_distinct_contiguous_numbers(feed, db, monkeypatch):
+    """Four writers interleaving between reading the last number and inserting the next. A
+    unique insert is atomic in MongoDB and nx-27017 but not in mongomock (under load two racing
+    inserts of one _id could both "succeed"), so a lock stands in for the database's guarantee;
+    the same race against the real server runs in tests-e2e/test_changes.py."""
+    atomic, insert = threading.Lock(), feed.changes.insert
+
+    def atomic_insert(document):
+        with atomic:
+            return insert(document)
+
+    monkeypatch.setattr(feed.changes, "insert", atomic_insert)
+
     def write(n):
         for i in range(20):
             with feed.recording("alice", f"f{n}-{i}", "created"):

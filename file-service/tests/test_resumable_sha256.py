@@ -59,21 +59,6 @@ def test_a_state_that_cannot_be_one_is_refused(state):
         ResumableSha256.from_state(state)
 
 
-def test_it_hashes_at_hashlib_speed():
-    """Loosely (the machine may be busy): a slower implementation would be many times slower."""
-    piece = os.urandom(1 << 20)
-
-    def seconds(make):
-        hasher = make()
-        started = time.perf_counter()
-        for _ in range(64):
-            hasher.update(piece)
-        return time.perf_counter() - started
-
-    assert min(seconds(ResumableSha256) for _ in range(3)) < \
-        3 * min(seconds(hashlib.sha256) for _ in range(3))
-
-
 def test_other_threads_run_while_it_hashes():
     """The GIL is released for the call: Python code in another thread keeps running."""
     data = bytes(256 << 20)
