@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Satchel runs and tests with, when they are missing:
 #   nginx           the gateway (make run, end-to-end tests)
+#   libnginx-mod-http-echo, libnginx-mod-http-headers-more-filter
+#                   optional: let the gateway send multi-chunk files itself (make run); without
+#                   them (or root to install them) those stream through the file service
 #   docker-compose  validating docker-compose.yml (`docker-compose config`; no engine needed)
 #   kubectl         rendering the kustomize overlays (`kubectl kustomize`; Debian package
 #                   kubernetes-client)
@@ -19,6 +22,16 @@ for pkg in "${want[@]}"; do
     *) command -v "$pkg" >/dev/null || missing+=("$pkg") ;;
   esac
 done
+optional=()
+for module in http_echo:libnginx-mod-http-echo \
+              http_headers_more_filter:libnginx-mod-http-headers-more-filter; do
+  [ -f "/usr/lib/nginx/modules/ngx_${module%%:*}_module.so" ] || optional+=("${module#*:}")
+done
+if [ ${#optional[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "optional: apt-get install ${optional[*]} lets the gateway send multi-chunk files" >&2
+  optional=()
+fi
+missing+=("${optional[@]}")
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

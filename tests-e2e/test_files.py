@@ -306,3 +306,29 @@ def test_racing_uploads_by_one_user_never_take_it_over_quota(api, user):
                if status == 413)
     listed = api.get("/api/v1/files", headers=user["headers"]).json()
     assert len(listed) == fits and sum(f["size_bytes"] for f in listed) <= USER_QUOTA
+
+
+def test_a_multi_chunk_file_comes_back_whole_with_its_headers(api, user, stack):
+    """Under `make run` with nginx's echo and headers-more modules, the gateway sends the chunk
+    blobs itself (gateway/satchel-concat.conf.template); otherwise the service streams them.
+    Either way: the same bytes and headers."""
+    from satchel_devstack.stack import has_concat_modules
+    if stack is not None and has_concat_modules():
+        assert stack.path("run", "nginx", "satchel.d", "concat.conf").is_file()
+    data = os.urandom(5 * CHUNK_SIZE + 123)
+    [entry] = upload(api, user["headers"], ("multi.bin", data)).json()
+    url = f"/api/v1/files/{entry['user_file_id']}/content"
+    response = api.get(url, headers=user["headers"])
+    assert response.status_code == 200 and response.content == data
+    assert response.headers["Content-Length"] == str(len(data))
+    assert "Transfer-Encoding" not in response.headers
+    assert response.headers["ETag"] == f'"{sha256(data)}"'
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    head = api.head(url, headers=user["headers"])
+    assert head.status_code == 200 and head.headers["Content-Length"] == str(len(data))
+    ranged = api.get(url, headers={**user["headers"], "Range": "bytes=100-200000"})
+    assert ranged.status_code == 206 and ranged.content == data[100:200001]
+    cached = api.get(url, headers={**user["headers"], "If-None-Match": f'"{sha256(data)}"'})
+    assert cached.status_code == 304

@@ -108,6 +108,17 @@ class _Process:
             return ""
 
 
+# nginx modules the optional multi-chunk download location needs (gateway/satchel-concat.conf.
+# template); Debian packages libnginx-mod-http-echo and libnginx-mod-http-headers-more-filter.
+CONCAT_MODULES = (Path("/usr/lib/nginx/modules/ngx_http_echo_module.so"),
+                  Path("/usr/lib/nginx/modules/ngx_http_headers_more_filter_module.so"))
+CONCAT_LOCATION = "/_satchel_concat"
+
+
+def has_concat_modules() -> bool:
+    return all(module.is_file() for module in CONCAT_MODULES)
+
+
 def find_nginx() -> str:
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
     nginx = shutil.which("nginx", path=path)
@@ -166,6 +177,8 @@ class Stack:
             "PUBLIC_BASE_URL": c.base_url,
             "FILE_THREADS": str(c.file_threads),  # the service caps its long-polls below it
         })
+        if has_concat_modules():  # nginx sends multi-chunk files itself (render_gateway_config)
+            env.setdefault("ACCEL_CONCAT_LOCATION", CONCAT_LOCATION)
         env.setdefault("BLOB_URL_SECRET", self._secret("blob_url_secret"))
         return env
 
@@ -185,6 +198,8 @@ class Stack:
             "BLOB_ROOT": str(self.path("data")),
             "NGINX_RUN_DIR": str(self.path("run", "nginx")),
             "NGINX_USER_DIRECTIVE": user,
+            "NGINX_LOAD_MODULES": "".join(f"load_module {module};\n" for module in CONCAT_MODULES)
+                                  if has_concat_modules() else "",
         }
 
     def render_gateway_config(self) -> Path:
@@ -194,6 +209,13 @@ class Stack:
         gateway = self.config.root / "gateway"
         (run_dir / "satchel.conf").write_text(
             render((gateway / "satchel.conf.template").read_text(), values))
+        extra = run_dir / "satchel.d"  # satchel.conf includes satchel.d/*.conf
+        extra.mkdir(exist_ok=True)
+        concat = extra / "concat.conf"
+        if has_concat_modules():
+            concat.write_text(render((gateway / "satchel-concat.conf.template").read_text(), values))
+        else:
+            concat.unlink(missing_ok=True)
         main_conf = run_dir / "nginx.conf"
         main_conf.write_text(render((gateway / "nginx.conf.template").read_text(), values))
         return main_conf

@@ -114,6 +114,8 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
         uploads=app.extensions["satchel.uploads"], listing=listing, clock=clock)
     app.extensions["satchel.accel_prefix"] = (
         config.accel_redirect_prefix.rstrip("/") if config.is_accel_redirect else None)
+    app.extensions["satchel.accel_concat"] = (
+        config.accel_concat_location if config.is_accel_redirect else None)
     indexes = IndexBootstrap((blobs, file_objects, intents, user_files, change_log, uploads,
                               listing, owner_locks))
     app.extensions["satchel.indexes"] = indexes

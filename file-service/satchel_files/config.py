@@ -49,6 +49,10 @@ class Config:
         help="Let nginx send local single-chunk files (X-Accel-Redirect); default: on for local.")
     accel_redirect_prefix: str = setting("ACCEL_REDIRECT_PREFIX", "/_satchel_blobs",
                                          help="nginx internal location aliased to DATA_DIR/files.")
+    accel_concat_location: Optional[str] = setting(
+        "ACCEL_CONCAT_LOCATION", None,
+        help="nginx internal location that sends local multi-chunk files "
+             "(gateway/satchel-concat.conf.template); unset: they stream through the service.")
     gc_grace_seconds: int = setting(
         "GC_GRACE_SECONDS", 3600,
         help="Age before unreferenced blobs, leftovers and dead requests' intents are removed.")
@@ -111,6 +115,9 @@ class Config:
             problems.append("CHANGE_PENDING_LEASE_SECONDS must be between 5 and 3600")
         if self.change_retention_seconds < 3600:
             problems.append("CHANGE_RETENTION_SECONDS must be at least 3600")
+        if self.accel_concat_location is not None and \
+                not self.accel_concat_location.startswith("/"):
+            problems.append("ACCEL_CONCAT_LOCATION must start with /")
         if not self.accel_redirect_prefix.startswith("/"):
             problems.append("ACCEL_REDIRECT_PREFIX must start with /")
         if problems:

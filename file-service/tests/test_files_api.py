@@ -292,6 +292,52 @@ class TestAccelRedirect:
         assert "X-Accel-Redirect" not in response.headers and response.data == data
 
 
+class TestAccelConcat:
+    """With ACCEL_CONCAT_LOCATION, nginx sends a whole multi-chunk file itself."""
+
+    @pytest.fixture
+    def config_overrides(self):
+        return {"accel_redirect": True, "accel_concat_location": "/_satchel_concat"}
+
+    def test_a_whole_multi_chunk_file_is_handed_to_nginx_chunk_by_chunk(self, client, alice,
+                                                                         uploaded, db):
+        data = os.urandom(2 * CHUNK + 7)
+        item = uploaded("alice", "a.bin", data)
+        chunks = db.file_objects.find_one({"_id": item["file_object_id"]})["chunks"]
+        response = client.get(f"/api/v1/files/{item['user_file_id']}/content", headers=alice)
+        assert response.status_code == 200 and response.data == b""
+        assert response.headers["X-Accel-Redirect"] == (
+            f"/_satchel_concat?len={len(data)}&chunks="
+            + ",".join(f"{h[:2]}/{h}" for h in chunks))
+        assert len(chunks) == 3
+        assert response.headers["ETag"] == f'"{item["hash"]}"'
+        assert response.headers["Content-Disposition"].startswith("attachment;")
+
+    def test_ranges_and_head_stay_with_the_service(self, client, alice, uploaded):
+        data = os.urandom(2 * CHUNK + 7)
+        url = f"/api/v1/files/{uploaded('alice', 'a.bin', data)['user_file_id']}/content"
+        ranged = client.get(url, headers={**alice, "Range": f"bytes={CHUNK - 2}-{CHUNK + 2}"})
+        assert ranged.status_code == 206 and ranged.data == data[CHUNK - 2:CHUNK + 3]
+        assert "X-Accel-Redirect" not in ranged.headers
+        head = client.head(url, headers=alice)
+        assert "X-Accel-Redirect" not in head.headers
+        assert head.headers["Content-Length"] == str(len(data))
+
+    def test_a_missing_chunk_blob_is_never_handed_to_nginx(self, client, alice, uploaded, db,
+                                                         store):
+        data = os.urandom(2 * CHUNK + 7)
+        item = uploaded("alice", "a.bin", data)
+        chunks = db.file_objects.find_one({"_id": item["file_object_id"]})["chunks"]
+        store.delete(chunks[1])
+        response = client.get(f"/api/v1/files/{item['user_file_id']}/content", headers=alice)
+        assert "X-Accel-Redirect" not in response.headers
+
+    def test_single_chunk_files_still_use_the_blob_location(self, client, alice, uploaded):
+        item = uploaded("alice", "a.txt", b"hello", "text/plain")
+        response = client.get(f"/api/v1/files/{item['user_file_id']}/content", headers=alice)
+        assert response.headers["X-Accel-Redirect"].startswith("/_satchel_blobs/")
+
+
 # update
 
 

@@ -105,4 +105,5 @@ def get_content(user_file_id):
     else:
         require_auth(lambda: None)()
         content = _files().content_for_owner(g.user_id, user_file_id)
-    return content_response(_files(), content, current_app.extensions["satchel.accel_prefix"])
+    return content_response(_files(), content, current_app.extensions["satchel.accel_prefix"],
+                            current_app.extensions["satchel.accel_concat"])

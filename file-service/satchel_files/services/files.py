@@ -20,6 +20,7 @@ from ..repositories import FileObjectRepository, UserFileRepository, as_utc
 from ..repositories.listing import FileListingRepository, listing_document_for
 from ..repositories.user_files import AVAILABLE
 from ..storage import BlobStore
+from ..storage.base import is_blob_hash
 from ..storage.signed_urls import SignedBlobUrls
 from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED, DELETED, RENAMED, UPDATED, ChangeFeed
@@ -350,6 +351,11 @@ class FileService:
         return Content(user_file["_id"], user_file["hash"], user_file["size_bytes"],
                        user_file["mime_type"], user_file["filename"],
                        list(zip(file_object["chunks"], sizes)))
+
+    def blobs_present(self, content: Content) -> bool:
+        """Every chunk blob of `content` is stored, at its size."""
+        return all(is_blob_hash(chunk_hash) and self.store.size(chunk_hash) == size
+                   for chunk_hash, size in content.chunks)
 
     def open_content(self, content: Content, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) of the file, read chunk by chunk; the first blob is opened now, so
