@@ -326,6 +326,7 @@ def test_a_multi_chunk_file_comes_back_whole_with_its_headers(api, user, stack):
     assert response.headers["Content-Type"] == "application/octet-stream"
     assert response.headers["Content-Disposition"].startswith("attachment;")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Accept-Ranges"] == "bytes"
     head = api.head(url, headers=user["headers"])
     assert head.status_code == 200 and head.headers["Content-Length"] == str(len(data))
     ranged = api.get(url, headers={**user["headers"], "Range": "bytes=100-200000"})
