@@ -3,9 +3,8 @@
 `iter_parts(body, content_type)` yields `FieldPart`s (small values, read whole) and `FilePart`s.
 A file part's bytes are read with `FilePart.read_into(buffer, want)`, which fills the caller's
 buffer straight from the body (under gunicorn: one copy, from the socket) and looks for the
-boundary in place, so the bytes of a large upload are never copied around in Python.
-`FilePart.pieces()` is the convenient, copying form. A part must be consumed before the next
-one is asked for (what is left of it is skipped).
+boundary in place, so the bytes of a large upload are never copied around in Python. A part
+must be consumed before the next one is asked for (what is left of it is skipped).
 
 Malformed bodies raise ApiError(400); oversized headers, fields or part counts ApiError(413).
 Line breaks must be CRLF, as RFC 2046 says and every client sends.
@@ -51,16 +50,6 @@ class FilePart:
         n < want means it has ended). `buffer` is a bytearray or an mmap of at least
         `want + lookahead` bytes: the reads may go that far to see where the part ends."""
         return self._parser.read_part_into(self, buffer, want)
-
-    def pieces(self) -> Iterator[bytes]:
-        """The part's bytes, in pieces of at most READ_BYTES (copied: for small parts)."""
-        buffer = bytearray(READ_BYTES + self.lookahead)
-        while True:
-            count = self.read_into(buffer, READ_BYTES)
-            if count:
-                yield bytes(buffer[:count])
-            if count < READ_BYTES:
-                return
 
 
 def _malformed(detail: str = "") -> ApiError:

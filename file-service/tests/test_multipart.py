@@ -156,7 +156,8 @@ def test_a_part_left_unread_is_skipped():
     items = iter_parts(StreamBody(io.BytesIO(data)), CONTENT_TYPE)
     first = next(items)
     second = next(items)
-    assert second.filename == "b.bin" and b"".join(second.pieces()) == b"second"
+    buffer = bytearray(100 + second.lookahead)
+    assert second.filename == "b.bin" and bytes(buffer[:second.read_into(buffer, 100)]) == b"second"
     with pytest.raises(RuntimeError):
         first.read_into(bytearray(2000), 1000)
 

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gunicorn.http.body import Body, LengthReader
+from gunicorn.http.unreader import SocketUnreader
+
 from satchel_shared.errors import ApiError
 
 
@@ -76,16 +79,14 @@ def request_body(environ: dict) -> BodySource:
 
 
 def _gunicorn_socket_body(environ: dict) -> SocketBody | None:
-    sock = environ.get("gunicorn.socket")
-    body = environ.get("wsgi.input")
-    reader = getattr(body, "reader", None)
-    unreader = getattr(reader, "unreader", None)
-    if sock is None or unreader is None or getattr(unreader, "sock", None) is not sock:
+    sock, body = environ.get("gunicorn.socket"), environ.get("wsgi.input")
+    if sock is None or not isinstance(body, Body) or not isinstance(body.reader, LengthReader):
+        return None
+    unreader = body.reader.unreader
+    if not isinstance(unreader, SocketUnreader) or unreader.sock is not sock:
         return None
     if sock.gettimeout() == 0.0:  # non-blocking: recv_into could fail for want of data
         return None
-    if type(reader).__name__ != "LengthReader" or not hasattr(unreader, "take_buffered"):
+    if body.buf.tell() != 0:  # someone read from wsgi.input already
         return None
-    if getattr(body, "buf", None) is None or body.buf.tell() != 0:  # someone read from it
-        return None
-    return SocketBody(sock, unreader, reader)
+    return SocketBody(sock, unreader, body.reader)

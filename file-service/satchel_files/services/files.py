@@ -145,12 +145,6 @@ class FileService:
         content = ingest.ingest(part)
         return _Received(filename, detected["mime_type"], content)
 
-    def check_fits(self, owner_id: str, *, adding_bytes: int, request_bytes: int = 0) -> None:
-        """413 unless `request_bytes` is within MAX_UPLOAD_BYTES and the owner's files plus
-        `adding_bytes` stay within the quota, as of now (an early refusal: the decision that
-        counts is `quota.admitting`)."""
-        self.quota.check(request_bytes, self.quota.usage(owner_id) + adding_bytes)
-
     def _acquire_content(self, intent: Intent, item: _Received) -> dict:
         content = item.content
         return self.refcounts.acquire_file_object(intent, {

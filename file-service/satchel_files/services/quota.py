@@ -54,6 +54,11 @@ class Quota:
                            {"user_quota_bytes": self.user_quota_bytes,
                             "needed_bytes": usage_after})
 
+    def refuse_early(self, owner_id: str, *, adding_bytes: int, request_bytes: int = 0) -> None:
+        """check() against the usage as of now, without the lease: to refuse before work is
+        done; the decision that counts is `admitting`."""
+        self.check(request_bytes, self.usage(owner_id) + adding_bytes)
+
     @contextlib.contextmanager
     def admitting(self, owner_id: str, *, adding_bytes: int, request_bytes: int = 0
                   ) -> Iterator[None]:

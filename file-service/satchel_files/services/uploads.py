@@ -46,6 +46,7 @@ from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED
 from .clock import Clock, now_ms, utc_datetime
 from .files import FileService, chunk_sizes
+from .quota import Quota
 from .refcounts import Intent, RefCounts
 from .upload_digest import DIGEST_FIELD, RunningDigest, feed_chunks, stored_digest
 
@@ -83,6 +84,10 @@ class UploadService:
         return self.files.store
 
     @property
+    def quota(self) -> Quota:
+        return self.files.quota
+
+    @property
     def user_files(self) -> UserFileRepository:
         return self.files.user_files
 
@@ -101,7 +106,7 @@ class UploadService:
         chunk_size = self.files.settings.chunk_size_bytes
         size_bytes, file_hash = request["size_bytes"], request["hash"].lower()
         declared = [{**chunk, "hash": chunk["hash"].lower()} for chunk in request["chunks"]]
-        self.files.check_fits(owner_id, adding_bytes=size_bytes, request_bytes=size_bytes)
+        self.quota.refuse_early(owner_id, adding_bytes=size_bytes, request_bytes=size_bytes)
         _check_chunking(size_bytes, chunk_size, declared)
         filename = schemas.clean_filename(request["filename"])
         declared_type = mime.normalize(request.get("mime_type"))
@@ -135,7 +140,7 @@ class UploadService:
             }
             # Registrations by the same user can race: the check that counts is made under
             # the owner's lease, held until the upload counts toward the quota.
-            with self.files.quota.admitting(owner_id, adding_bytes=size_bytes):
+            with self.quota.admitting(owner_id, adding_bytes=size_bytes):
                 self.uploads.insert(document)
             self.refcounts.end(intent)  # the upload's verified chunks hold the refs now
         except BaseException:
@@ -167,7 +172,7 @@ class UploadService:
                 return None  # being deleted right now: take the ordinary path
             document = _available_document(str(uuid.uuid4()), owner_id, filename, file_object,
                                            mime_type, utc_datetime(self.clock))
-            with self.files.quota.admitting(owner_id, adding_bytes=file_object["size_bytes"]):
+            with self.quota.admitting(owner_id, adding_bytes=file_object["size_bytes"]):
                 self.mark_available(None, document)
             self.refcounts.hand_over_file_object_refs(intent)
             self.refcounts.end(intent)
