@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import io
 import os
@@ -116,6 +117,17 @@ def test_users_only_list_their_own_files(client, token_for, uploaded):
 
 
 # metadata
+
+
+def test_metadata_reports_the_chunk_size_the_file_was_cut_to(app, client, alice, uploaded):
+    """After CHUNK_SIZE_BYTES changes, older files keep describing their own chunks."""
+    data = os.urandom(2 * CHUNK + 5)
+    item = uploaded("alice", "a.bin", data)
+    files = app.extensions["satchel.files"]
+    files.settings = dataclasses.replace(files.settings, chunk_size_bytes=4 * CHUNK)
+    body = client.get(f"/api/v1/files/{item['user_file_id']}", headers=alice).get_json()
+    assert body["chunk_size"] == CHUNK
+    assert [c["size_bytes"] for c in body["chunks"]] == [CHUNK, CHUNK, 5]
 
 
 def test_metadata_has_chunks_versions_etag_and_a_download_url(client, alice, uploaded, store):

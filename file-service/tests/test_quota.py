@@ -55,9 +55,25 @@ def test_over_quota_is_a_413_before_the_block_and_the_lease_is_released(quota, d
 
 
 def test_a_request_over_max_upload_bytes_is_a_413(quota):
+    quota.check_request_size(600)
     with pytest.raises(ApiError) as raised:
-        with quota.admitting("alice", adding_bytes=601, request_bytes=601):
-            pass
+        quota.check_request_size(601)
+    assert raised.value.code == "payload_too_large"
+    assert raised.value.details == {"max_upload_bytes": 600}
+
+
+def test_the_meter_refuses_once_the_bytes_pass_the_limit_or_the_quota(quota, database):
+    add_file(database, "alice", 500)
+    count = quota.meter("alice")
+    count(300)
+    count(200)  # 1000: exactly the quota
+    with pytest.raises(ApiError) as raised:
+        count(1)
+    assert raised.value.code == "quota_exceeded"
+    replacing = quota.meter("alice", freeing_bytes=500)  # new content for the 500-byte file
+    replacing(600)  # 600 of MAX_UPLOAD_BYTES, usage 600
+    with pytest.raises(ApiError) as raised:
+        replacing(1)
     assert raised.value.code == "payload_too_large"
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from flask import current_app, g, request, url_for
 from flask_smorest import Blueprint
 
-from satchel_shared.errors import ApiError
 from satchel_shared.tokens import require_auth
 
 from ..multipart import iter_parts
@@ -29,18 +28,15 @@ def _files() -> FileService:
 
 
 def _multipart_parts():
-    limit = _files().settings.max_upload_bytes + _MULTIPART_SLACK_BYTES
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "payload_too_large",
-                       f"The upload is larger than {_files().settings.max_upload_bytes} bytes.")
+    if request.content_length is not None:  # refused before a byte is read
+        _files().quota.check_request_size(request.content_length - _MULTIPART_SLACK_BYTES)
     return iter_parts(request_body(request.environ), request.headers.get("Content-Type"))
 
 
 def _if_match():
     if "If-Match" not in request.headers:
         return None
-    etags = request.if_match
-    return lambda file_hash: etags.star_tag or etags.contains(file_hash)
+    return request.if_match.contains  # an entry tag -> does If-Match name it (`*` does)
 
 
 @blueprint.post("/upload")

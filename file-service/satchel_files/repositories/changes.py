@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -124,5 +122,3 @@ class ChangeRepository:
                 continue
         raise RuntimeError(f"could not record the change floor of {owner_id}")
 
-    def all_for(self, owner_id: str) -> Iterator[dict]:
-        return self.collection.find({"owner_id": owner_id}).sort("seq", ASCENDING)

@@ -68,7 +68,6 @@ from .clock import Clock, now_ms
 log = logging.getLogger(__name__)
 
 CREATED, UPDATED, RENAMED, DELETED = "created", "updated", "renamed", "deleted"
-OPS = (CREATED, UPDATED, RENAMED, DELETED)
 DETAIL_FIELDS = ("filename", "size_bytes", "hash", "version")
 CHANGE_SEQ_FIELD = "change_seq"  # on a user file: the number of the last change applied to it
 _CLAIM_ATTEMPTS = 200

@@ -112,14 +112,8 @@ class FileService:
         return results
 
     def _receive_uploads(self, owner_id: str, parts, intent: Intent) -> list[_Received]:
-        usage = self.quota.usage(owner_id)
-        request_bytes = 0
+        count = self.quota.meter(owner_id)
         received: list[_Received] = []
-
-        def count(size: int) -> None:
-            nonlocal request_bytes
-            request_bytes += size
-            self.quota.check(request_bytes, usage + request_bytes)
 
         for part in parts:
             if not isinstance(part, FilePart) or part.name != UPLOAD_FIELD:
@@ -290,20 +284,17 @@ class FileService:
 
     def describe(self, user_file: dict) -> dict:
         file_object = self.file_objects.find(user_file["file_object_id"])
-        summary = self._summary(user_file, file_object)
-        chunk_hashes = file_object["chunks"] if file_object else []
-        sizes = chunk_sizes(user_file["size_bytes"], file_object["chunk_size"] if file_object else 0,
-                            len(chunk_hashes))
+        content = self._content(user_file, file_object)  # 500 if the file object is missing
         ttl = self.settings.download_url_ttl_seconds
-        content = self._content(user_file, file_object)
         return {
-            **summary,
+            **self._summary(user_file, file_object),
             "hash": user_file["hash"],
             "status": user_file["status"],
             "chunks": [{"index": index, "hash": chunk, "size_bytes": size, "status": "verified",
                         "download_url": self.store.presign_get(chunk, expires_seconds=ttl)}
-                       for index, (chunk, size) in enumerate(zip(chunk_hashes, sizes))],
-            "chunk_size": self.settings.chunk_size_bytes,
+                       for index, (chunk, size) in enumerate(content.chunks)],
+            # the size these chunks were cut to, even if CHUNK_SIZE_BYTES changed since
+            "chunk_size": file_object["chunk_size"],
             "version": user_file["version"],
             "created_at": as_utc(user_file["created_at"]),
             "updated_at": as_utc(user_file["updated_at"]),
@@ -407,15 +398,9 @@ class FileService:
         return contextlib.nullcontext()
 
     def _receive_update(self, owner_id: str, current: dict, parts, intent: Intent):
-        usage = self.quota.usage(owner_id) - current["size_bytes"]
+        count = self.quota.meter(owner_id, freeing_bytes=current["size_bytes"])
         new_name: str | None = None
         received: _Received | None = None
-        request_bytes = 0
-
-        def count(size: int) -> None:
-            nonlocal request_bytes
-            request_bytes += size
-            self.quota.check(request_bytes, usage + request_bytes)
 
         for part in parts:
             if isinstance(part, FilePart) and part.name == REPLACE_FILE_FIELD:

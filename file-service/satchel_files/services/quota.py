@@ -41,12 +41,16 @@ class Quota:
     def usage(self, owner_id: str) -> int:
         return self.user_files.total_size_for_owner(owner_id)
 
-    def check(self, request_bytes: int, usage_after: int) -> None:
-        """413 if a request carries more than MAX_UPLOAD_BYTES or leaves the owner over quota."""
+    def check_request_size(self, request_bytes: int) -> None:
+        """413 if a request carries more than MAX_UPLOAD_BYTES."""
         if request_bytes > self.max_upload_bytes:
             raise ApiError(413, "payload_too_large",
                            f"The upload is larger than {self.max_upload_bytes} bytes.",
                            {"max_upload_bytes": self.max_upload_bytes})
+
+    def check(self, request_bytes: int, usage_after: int) -> None:
+        """413 if a request carries more than MAX_UPLOAD_BYTES or leaves the owner over quota."""
+        self.check_request_size(request_bytes)
         if usage_after > self.user_quota_bytes:
             raise ApiError(413, "quota_exceeded",
                            f"This upload would take your storage over your quota of "
@@ -59,15 +63,28 @@ class Quota:
         done; the decision that counts is `admitting`."""
         self.check(request_bytes, self.usage(owner_id) + adding_bytes)
 
+    def meter(self, owner_id: str, *, freeing_bytes: int = 0) -> Callable[[int], None]:
+        """A counter for bytes as they arrive: each call adds to the request and refuses (413)
+        once it passes MAX_UPLOAD_BYTES or the quota as of now, counting `freeing_bytes` (what
+        the request replaces) as given back."""
+        usage = self.usage(owner_id) - freeing_bytes
+        received = 0
+
+        def count(size: int) -> None:
+            nonlocal received
+            received += size
+            self.check(received, usage + received)
+
+        return count
+
     @contextlib.contextmanager
-    def admitting(self, owner_id: str, *, adding_bytes: int, request_bytes: int = 0
-                  ) -> Iterator[None]:
+    def admitting(self, owner_id: str, *, adding_bytes: int) -> Iterator[None]:
         """Check that the owner's usage plus `adding_bytes` fits (413 if not), then run the
         block that makes it so while no other request of the owner can check."""
         key, holder = f"quota:{owner_id}", uuid.uuid4().hex
         self._acquire(key, holder)
         try:
-            self.check(request_bytes, self.usage(owner_id) + adding_bytes)
+            self.check(0, self.usage(owner_id) + adding_bytes)
             yield
         finally:
             self.locks.release(key, holder)

@@ -72,7 +72,6 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from ..repositories import BlobRepository, FileObjectRepository, IntentRepository
 from ..repositories.blobs import DELETING as BLOB_DELETING
-from ..repositories.file_objects import DELETING as FO_DELETING
 from ..repositories.file_objects import LIVE
 from ..storage import BlobStore
 from .clock import Clock, now_ms, utc_datetime
@@ -333,10 +332,6 @@ class RefCounts:
         for blob_hash in doc["chunks"]:
             self.release_blob(blob_hash)
         self.file_objects.delete_deleting(file_object_id)
-
-    def is_stuck(self, doc: dict) -> bool:
-        return doc.get("state") in (BLOB_DELETING, FO_DELETING) and self._lease_expired(
-            doc.get("deleting_since_ms"))
 
     def release_unreferenced_file_object(self, file_object_id: str) -> None:
         """fsck found (and set) a live file object with no references: release its chunks."""
