@@ -7,12 +7,11 @@ from datetime import datetime, timezone
 
 from flask import Flask
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
 
 from satchel_shared.app import create_api, init_common
 from satchel_shared.config import load_config
 from satchel_shared.health import health_blueprint
-from satchel_shared.mongo import IndexBootstrap, connect_mongo, ping
+from satchel_shared.mongo import IndexBootstrap, connect_mongo
 from satchel_shared.tokens import StaticKeySet, TokenVerifier, install_verifier
 
 from .api import BLUEPRINTS
@@ -75,20 +74,12 @@ def register_extensions(app: Flask, config: AuthConfig, mongo: MongoClient, cloc
     log.info("signing keys loaded", extra={"kids": sorted(keys.keys), "active_kid": keys.active.kid})
 
     indexes = IndexBootstrap((users, failures, refresh_tokens))
-    try:
-        indexes.ensure()
-    except PyMongoError as exc:
-        log.warning("MongoDB unavailable at start-up; indexes will be created on first request",
-                    extra={"error": str(exc)})
+    indexes.ensure_at_startup(log)
     return indexes
 
 
 def register_blueprints(app: Flask, api, mongo: MongoClient, indexes: IndexBootstrap) -> None:
-    def mongo_ready() -> None:
-        ping(mongo)
-        indexes.ensure()
-
-    app.register_blueprint(health_blueprint({"mongo": mongo_ready}))
+    app.register_blueprint(health_blueprint({"mongo": indexes.readiness_check(mongo)}))
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
 

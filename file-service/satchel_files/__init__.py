@@ -6,13 +6,12 @@ import time
 
 from flask import Flask
 from pymongo import MongoClient
-from pymongo.errors import PyMongoError
 
 from satchel_shared.app import create_api, init_common
 from satchel_shared.config import load_config
-from satchel_shared.errors import error_response
+from satchel_shared.errors import error_response, handle_api_error, service_unavailable
 from satchel_shared.health import health_blueprint
-from satchel_shared.mongo import IndexBootstrap, connect_mongo, ping
+from satchel_shared.mongo import IndexBootstrap, connect_mongo
 from satchel_shared.tokens import RemoteKeySet, TokenVerifier, install_verifier
 
 from .config import Config
@@ -119,11 +118,7 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     indexes = IndexBootstrap((blobs, file_objects, intents, user_files, change_log, uploads,
                               listing, owner_locks))
     app.extensions["satchel.indexes"] = indexes
-    try:
-        indexes.ensure()
-    except PyMongoError as exc:
-        log.warning("MongoDB unavailable at start-up; indexes will be created on first request",
-                    extra={"error": str(exc)})
+    indexes.ensure_at_startup(log)
     key_set = key_set or RemoteKeySet(config.jwks_url, ttl_seconds=config.jwks_cache_seconds)
     install_verifier(app, TokenVerifier(key_set, issuer=config.jwt_issuer,
                                         audience=config.jwt_audience))
@@ -136,15 +131,12 @@ def register_blueprints(app: Flask) -> None:
     from .api.public import blueprint as public_blueprint
     from .api.uploads import blueprint as uploads_blueprint
 
-    mongo = app.extensions["satchel.mongo"]
-    store = app.extensions["satchel.blob_store"]
     indexes = app.extensions["satchel.indexes"]
-
-    def mongo_ready() -> None:
-        ping(mongo)
-        indexes.ensure()
-
-    app.register_blueprint(health_blueprint({"mongo": mongo_ready, "storage": store.check}))
+    store = app.extensions["satchel.blob_store"]
+    app.register_blueprint(health_blueprint({
+        "mongo": indexes.readiness_check(app.extensions["satchel.mongo"]),
+        "storage": store.check,
+    }))
     app.register_blueprint(internal_blueprint)
     api = create_api(app, title="Satchel file service", version="v1",
                      openapi_json_path="/api/v1/openapi.json")
@@ -162,7 +154,7 @@ def register_errorhandlers(app: Flask) -> None:
     """The shared envelope covers the rest (a lost database is a 503 there too)."""
 
     def unavailable(message: str):
-        return error_response(503, "service_unavailable", message, headers={"Retry-After": "5"})
+        return handle_api_error(service_unavailable(message))
 
     @app.errorhandler(ReferencesBusy)
     def _busy(exc):

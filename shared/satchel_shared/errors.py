@@ -52,6 +52,12 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def service_unavailable(message: str, *, retry_after_seconds: int = 5) -> ApiError:
+    """A 503 that tells the client when to try again."""
+    return ApiError(503, "service_unavailable", message,
+                    headers={"Retry-After": str(retry_after_seconds)})
+
+
 def error_response(status: int, code: str, message: str, details: Any = None, headers=None):
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
@@ -97,8 +103,7 @@ def handle_api_error(exc: ApiError):
 
 def handle_database_unavailable(exc: ConnectionFailure):
     log.error("MongoDB unavailable", extra={"error": str(exc)})
-    return error_response(503, "service_unavailable", "The database is unavailable; retry shortly.",
-                          headers={"Retry-After": "5"})
+    return handle_api_error(service_unavailable("The database is unavailable; retry shortly."))
 
 
 def handle_unexpected(exc: Exception):

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
 
 from flask import Flask, request
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from .errors import ApiError
+from .errors import service_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +26,11 @@ def connect_mongo(uri: str, *, app_name: str, timeout_ms: int = 5000) -> MongoCl
         connectTimeoutMS=timeout_ms,
         connect=False,
     )
+
+
+def as_utc(value: datetime) -> datetime:
+    """Datetimes from a client without tz_aware (mongomock) come back naive but are UTC."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def ping(client: MongoClient) -> None:
@@ -48,6 +55,24 @@ class IndexBootstrap:
                     repository.ensure_indexes()
                 self.is_done = True
 
+    def ensure_at_startup(self, service_log: logging.Logger) -> None:
+        """Create the indexes now if MongoDB answers; if not, warn and leave it to `install`."""
+        try:
+            self.ensure()
+        except PyMongoError as exc:
+            service_log.warning(
+                "MongoDB unavailable at start-up; indexes will be created on first request",
+                extra={"error": str(exc)})
+
+    def readiness_check(self, client: MongoClient) -> Callable[[], None]:
+        """A /readyz check: MongoDB answers and the indexes exist."""
+
+        def mongo_ready() -> None:
+            ping(client)
+            self.ensure()
+
+        return mongo_ready
+
     def install(self, app: Flask, *, without_database: tuple[str, ...] = ()) -> None:
         """Before each request, make sure the indexes exist: 503 if MongoDB cannot be reached.
 
@@ -63,6 +88,4 @@ class IndexBootstrap:
                 self.ensure()
             except PyMongoError as exc:
                 log.error("cannot create indexes", extra={"error": str(exc)})
-                raise ApiError(503, "service_unavailable",
-                               "The database is unavailable; retry shortly.",
-                               headers={"Retry-After": "5"}) from exc
+                raise service_unavailable("The database is unavailable; retry shortly.") from exc

@@ -17,7 +17,7 @@ import jwt
 import requests
 from flask import current_app, g, request
 
-from .errors import ApiError
+from .errors import ApiError, service_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +181,8 @@ def require_auth(view):
             raise _unauthorized(f"Invalid access token: {exc}.") from exc
         except KeysUnavailable as exc:
             log.error("cannot verify tokens: %s", exc)
-            raise ApiError(503, "service_unavailable", "Token keys are unavailable; retry shortly.",
-                           headers={"Retry-After": "5"}) from exc
+            raise service_unavailable("Token keys are unavailable; retry shortly.") from exc
         g.user_id = claims["sub"]
-        g.token_claims = claims
         return view(*args, **kwargs)
 
     return wrapper

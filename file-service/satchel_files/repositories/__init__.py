@@ -8,7 +8,7 @@ whose datetimes change are rewritten whole with `replace_one`.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from satchel_shared.mongo import as_utc
 
 from .blobs import BlobRepository
 from .file_objects import FileObjectRepository
@@ -18,7 +18,3 @@ from .user_files import UserFileRepository
 __all__ = ["BlobRepository", "FileObjectRepository", "IntentRepository", "UserFileRepository",
            "as_utc"]
 
-
-def as_utc(value: datetime) -> datetime:
-    """Datetimes from a client without tz_aware (mongomock) come back naive but are UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -78,6 +78,13 @@ def validate_ttl(expires_seconds: object) -> int:
     return expires_seconds
 
 
+def validate_size_bytes(size_bytes: object) -> int:
+    """Return `size_bytes` if it is an int >= 0, else raise ValueError."""
+    if not isinstance(size_bytes, int) or isinstance(size_bytes, bool) or size_bytes < 0:
+        raise ValueError(f"invalid size_bytes: {size_bytes!r}")
+    return size_bytes
+
+
 def validate_range(start: object, end: object) -> None:
     """Check a [start, end) request: `end` past the blob is clipped, `end < start` is an error."""
     if not isinstance(start, int) or isinstance(start, bool) or start < 0:
@@ -94,6 +101,17 @@ def ensure_hash_matches(blob_hash: str, data: bytes, *, verified: bool = False) 
     actual = hashlib.sha256(data).hexdigest()
     if actual != blob_hash:
         raise BlobHashMismatch(f"bytes hash to {actual}, not {blob_hash}")
+
+
+def sha256_of_pieces(pieces: Iterable[bytes],
+                     also_hash: Callable[[bytes], object] | None = None) -> str:
+    """The hex SHA-256 of the pieces joined; `also_hash` is given each piece, in order."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+        if also_hash is not None:
+            also_hash(piece)
+    return digest.hexdigest()
 
 
 class BlobStore(abc.ABC):

@@ -10,7 +10,6 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from .base import (
     ensure_hash_matches,
     is_blob_hash,
     is_upload_key,
+    sha256_of_pieces,
     validate_blob_hash,
     validate_range,
     validate_upload_key,
@@ -271,12 +271,7 @@ def _stream_file(file: BinaryIO, start: int, end: int | None) -> Iterator[bytes]
 
 
 def _sha256_of(file: BinaryIO, also_hash: Callable[[bytes], object] | None = None) -> str:
-    digest = hashlib.sha256()
-    while piece := file.read(READ_PIECE_BYTES):
-        digest.update(piece)
-        if also_hash is not None:
-            also_hash(piece)
-    return digest.hexdigest()
+    return sha256_of_pieces(iter(lambda: file.read(READ_PIECE_BYTES), b""), also_hash)
 
 
 def _file_size(path: Path) -> int | None:

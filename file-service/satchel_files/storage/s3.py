@@ -6,7 +6,6 @@ Keys: `<prefix>files/<hash[:2]>/<hash>` (blobs), `<prefix>staging/<upload_key>` 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator
 from datetime import timezone
 
@@ -26,8 +25,10 @@ from .base import (
     ensure_hash_matches,
     is_blob_hash,
     is_upload_key,
+    sha256_of_pieces,
     validate_blob_hash,
     validate_range,
+    validate_size_bytes,
     validate_ttl,
     validate_upload_key,
 )
@@ -139,12 +140,10 @@ class S3BlobStore(BlobStore):
 
     def presign_put_staging(self, upload_key: str, *, size_bytes: int, expires_seconds: int) -> str:
         """Content-Length is a signed header: S3 rejects a PUT of any other size."""
-        if not isinstance(size_bytes, int) or isinstance(size_bytes, bool) or size_bytes < 0:
-            raise ValueError(f"invalid size_bytes: {size_bytes!r}")
         params = {
             "Bucket": self.bucket,
             "Key": self.staging_key(upload_key),
-            "ContentLength": size_bytes,
+            "ContentLength": validate_size_bytes(size_bytes),
         }
         return self._presign("put_object", params, expires_seconds)
 
@@ -167,12 +166,7 @@ class S3BlobStore(BlobStore):
                 if _is_missing(exc):
                     raise BlobNotFound(f"no staging object {upload_key}") from None
                 raise
-            digest = hashlib.sha256()
-            for piece in response["Body"].iter_chunks(READ_PIECE_BYTES):
-                digest.update(piece)
-                if also_hash is not None:
-                    also_hash(piece)
-            actual = digest.hexdigest()
+            actual = sha256_of_pieces(response["Body"].iter_chunks(READ_PIECE_BYTES), also_hash)
             if actual != blob_hash:
                 self._client.delete_object(Bucket=self.bucket, Key=staging)
                 raise BlobHashMismatch(f"staged bytes hash to {actual}, not {blob_hash}")

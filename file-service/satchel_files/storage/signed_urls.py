@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Mapping
 from urllib.parse import quote, urlencode
 
-from .base import validate_blob_hash, validate_ttl, validate_upload_key
+from .base import validate_blob_hash, validate_size_bytes, validate_ttl, validate_upload_key
 
 SIGNATURE_VERSION = "satchel-url-v1"
 SIGNATURE_PARAM = "signature"
@@ -114,9 +114,7 @@ class SignedBlobUrls:
         return self._signed_url("GET", blob_url_path(blob_hash), params, expires_seconds)
 
     def presign_put_staging(self, upload_key: str, *, size_bytes: int, expires_seconds: int) -> str:
-        if not isinstance(size_bytes, int) or isinstance(size_bytes, bool) or size_bytes < 0:
-            raise ValueError(f"invalid size_bytes: {size_bytes!r}")
-        params = {SIZE_PARAM: str(size_bytes)}
+        params = {SIZE_PARAM: str(validate_size_bytes(size_bytes))}
         return self._signed_url("PUT", staging_url_path(upload_key), params, expires_seconds)
 
     def verify(
