@@ -122,11 +122,25 @@ def test_the_same_bytes_by_multipart_and_by_chunks_share_one_file_object(chunked
     assert all(blob_count(db, sha(p)) == 1 for p in pieces_of(data))
 
 
+@pytest.mark.parametrize("config_overrides", [{"user_quota_bytes": 3 * CHUNK}])
 def test_uploads_in_progress_count_toward_the_quota_but_are_not_listed(
-        chunked, client, token_for, config_overrides):
-    body = chunked.register("alice", declare(os.urandom(CHUNK))).get_json()
-    assert client.get("/api/v1/files", headers=token_for("alice")).get_json() == []
+        chunked, client, token_for, config_overrides, app, upload, db):
+    quota = app.extensions["satchel.files"].quota
+    body = chunked.register("alice", declare(os.urandom(2 * CHUNK))).get_json()
     assert body["status"] == "uploading"
+    assert client.get("/api/v1/files", headers=token_for("alice")).get_json() == []
+    # Nothing of it is stored yet, but its declared size is alice's usage.
+    assert quota.usage("alice") == 2 * CHUNK and quota.usage("bob") == 0
+    # So what would fit in an empty account no longer fits, by either upload path ...
+    response = chunked.register("alice", declare(os.urandom(2 * CHUNK)))
+    assert response.status_code == 413 and code(response) == "quota_exceeded"
+    response = upload("alice", ("m.bin", os.urandom(2 * CHUNK)))
+    assert response.status_code == 413 and code(response) == "quota_exceeded"
+    assert db.user_files.count_documents({"owner_id": "alice"}) == 1
+    # ... while what fits beside it still does, and another user is not affected.
+    assert chunked.register("alice", declare(os.urandom(CHUNK))).status_code == 201
+    assert chunked.register("bob", declare(os.urandom(2 * CHUNK))).status_code == 201
+    assert quota.usage("alice") == 3 * CHUNK
 
 
 @pytest.mark.parametrize("config_overrides", [{"user_quota_bytes": 3 * CHUNK}])

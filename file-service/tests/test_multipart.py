@@ -98,10 +98,12 @@ def test_random_bodies_cut_into_random_reads_parse_like_werkzeug(seed):
     near_miss = f"\r\n--{BOUNDARY}"[:rng.randint(1, len(BOUNDARY) + 3)].encode()
     parts = []
     for index in range(rng.randint(1, 5)):
-        content = bytearray(os.urandom(rng.choice([0, 1, 2, 63, 64, 65, 999, 4096, 20000])))
+        content = bytearray(rng.randbytes(rng.choice([0, 1, 2, 63, 64, 65, 999, 4096, 20000])))
         for _ in range(rng.randint(0, 3)):  # the boundary's own prefixes inside the content
             at = rng.randint(0, len(content))
             content[at:at] = near_miss
+        # A prefix followed by the right bytes would be the delimiter itself: not content.
+        content = content.replace(f"\r\n--{BOUNDARY}".encode(), b"\r\n-")
         if rng.random() < 0.3:
             parts.append(part(f"f{index}", bytes(content.hex()[:50], "ascii")))
         else:

@@ -62,7 +62,7 @@ def _nginx_can_concatenate(files: FileService, content: Content, etag: str) -> b
         return False
     if request.range is not None and _range_applies(etag):
         return False
-    return files.blobs_present(content)
+    return files.chunks_stored(content.chunks)
 
 
 def _range_applies(etag: str) -> bool:

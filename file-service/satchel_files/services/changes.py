@@ -59,7 +59,7 @@ from datetime import datetime, timezone
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from satchel_shared.errors import ApiError
+from satchel_shared.errors import ApiError, service_unavailable
 
 from ..repositories.changes import (ABORTED, COMMITTED, PENDING, UNCERTAIN, ChangeRepository,
                                     change_document)
@@ -191,8 +191,7 @@ class ChangeFeed:
             if attempt % _REREAD_EVERY == 0:
                 self.sleep(random.uniform(0, 0.002 * min(attempt, 50)))
                 seq = max(seq, self.changes.last_seq(owner_id) + 1)
-        raise ApiError(503, "service_unavailable", "Too many concurrent changes; retry.",
-                       headers={"Retry-After": "1"})
+        raise service_unavailable("Too many concurrent changes; retry.", retry_after_seconds=1)
 
     # reading
 

@@ -337,10 +337,10 @@ class FileService:
                        user_file["mime_type"], user_file["filename"],
                        list(zip(file_object["chunks"], sizes)))
 
-    def blobs_present(self, content: Content) -> bool:
-        """Every chunk blob of `content` is stored, at its size."""
+    def chunks_stored(self, chunks: Iterable[tuple[str, int]]) -> bool:
+        """Every (chunk hash, size_bytes) is a blob in the store, at its size."""
         return all(is_blob_hash(chunk_hash) and self.store.size(chunk_hash) == size
-                   for chunk_hash, size in content.chunks)
+                   for chunk_hash, size in chunks)
 
     def open_content(self, content: Content, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) of the file, read chunk by chunk; the first blob is opened now, so

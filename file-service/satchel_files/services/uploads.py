@@ -152,12 +152,16 @@ class UploadService:
 
     def _own_file_object(self, owner_id: str, file_hash: str, size_bytes: int,
                          chunk_hashes: list[str]) -> dict | None:
-        """A live file object with exactly this content that one of the owner's files uses."""
+        """A live file object with exactly this content that one of the owner's files uses and
+        whose bytes are all stored (if some were lost, the ordinary path asks for them again)."""
         file_object = self.file_objects.find_by_hash(file_hash)
         if (file_object is None or file_object.get("state") != LIVE
                 or file_object["chunks"] != chunk_hashes or file_object["size_bytes"] != size_bytes):
             return None
         if not self.uploads.owner_has_file_object(owner_id, file_object["_id"]):
+            return None
+        sizes = chunk_sizes(size_bytes, file_object["chunk_size"], len(chunk_hashes))
+        if not self.files.chunks_stored(zip(chunk_hashes, sizes)):
             return None
         return file_object
 

@@ -1,0 +1,212 @@
+"""Requests that fail half-way: nothing they started may be left behind (no file, no reference,
+no over- or under-count), and what the user had before stays as it was."""
+import io
+import os
+import threading
+
+import pytest
+
+from conftest import CHUNK
+from satchel_files.storage import StorageUnavailable
+from test_chunked import chunked, declare, pieces_of, sha  # noqa: F401  (chunked: a fixture)
+
+
+def code(response):
+    return response.get_json()["error"]["code"]
+
+
+def blob_refs(db, blob_hash):
+    """A blob's ref_count; 0 when it has no document at all."""
+    doc = db.blobs.find_one({"_id": blob_hash})
+    return 0 if doc is None else doc["ref_count"]
+
+
+def replace_content(client, headers, user_file_id, data):
+    form = {"file": (io.BytesIO(data), "new.bin", "application/octet-stream")}
+    return client.put(f"/api/v1/files/{user_file_id}", data=form,
+                      content_type="multipart/form-data", headers=headers)
+
+
+def assert_fsck_clean(maintenance):
+    report = maintenance.fsck()
+    assert report.is_clean and report.problems == [], report.as_dict()
+
+
+# 1. replacing a file's content with too much
+
+
+@pytest.mark.parametrize("config_overrides", [{"max_upload_bytes": 3 * CHUNK,
+                                               "user_quota_bytes": 4 * CHUNK}])
+@pytest.mark.parametrize("other_files, new_size, expected", [
+    (1, 3 * CHUNK, "quota_exceeded"),         # within the size limit, but 2 + 2 - 2 + 3 > 4 chunks
+    (0, 3 * CHUNK + 1, "payload_too_large"),  # within the quota, but over max_upload_bytes
+])
+def test_replacing_content_past_a_limit_is_a_413_that_leaves_the_file_as_it_was(
+        client, token_for, upload, db, store, maintenance, config_overrides, other_files,
+        new_size, expected):
+    alice = token_for("alice")
+    old = os.urandom(2 * CHUNK)
+    created = upload("alice", ("a.bin", old))
+    assert created.status_code == 201
+    for _ in range(other_files):
+        assert upload("alice", ("b.bin", os.urandom(2 * CHUNK))).status_code == 201
+    file_id = created.get_json()[0]["user_file_id"]
+    before = db.user_files.find_one({"_id": file_id})
+    new = os.urandom(new_size)
+
+    response = replace_content(client, alice, file_id, new)
+
+    assert response.status_code == 413 and code(response) == expected, response.get_json()
+    after = db.user_files.find_one({"_id": file_id})
+    assert after == before  # version, hash, size, file object: untouched
+    detail = client.get(f"/api/v1/files/{file_id}", headers=alice).get_json()
+    assert detail["version"] == 1 and detail["hash"] == sha(old)
+    assert client.get(f"/api/v1/files/{file_id}/content", headers=alice).data == old
+    # The chunks of the rejected bytes that were received before the limit hit (their refs
+    # were taken and their bytes stored) hold no refs now.
+    assert db.blobs.count_documents({"_id": {"$in": [sha(p) for p in pieces_of(new)]}}) >= 2
+    for piece in pieces_of(new):
+        assert blob_refs(db, sha(piece)) == 0
+    assert db.file_objects.count_documents({"hash": sha(new)}) == 0
+    assert db.file_objects.count_documents({}) == 1 + other_files
+    assert all(blob_refs(db, sha(piece)) == 1 for piece in pieces_of(old))
+    assert db.ref_intents.count_documents({}) == 0
+    assert_fsck_clean(maintenance)
+
+
+# 2. a chunked upload whose bytes contradict its declared type
+
+
+def test_a_chunked_upload_of_html_declared_as_a_png_fails_and_makes_no_file(
+        chunked, client, token_for, db, maintenance):
+    data = b"<html><script>alert(1)</script>"
+    body = declare(data, "photo.png", mime_type="image/png")
+    registered = chunked.register("alice", body)
+    assert registered.status_code == 201, registered.get_json()
+    upload = registered.get_json()
+    chunked.put(upload["chunks"][0], data)
+
+    response = chunked.report("alice", upload["user_file_id"], [0])
+
+    assert response.status_code == 200, response.get_json()
+    result = response.get_json()
+    assert result["status"] == "failed"
+    assert result["failure"]["code"] == "content_type_mismatch"
+    assert result["file_object_id"] is None and result["download_url"] is None
+    assert db.file_objects.count_documents({"hash": sha(data)}) == 0
+    assert db.user_files.find_one({"_id": upload["user_file_id"]})["status"] == "failed"
+    assert client.get("/api/v1/files", headers=token_for("alice")).get_json() == []
+    detail = chunked.get("alice", upload["user_file_id"]).get_json()
+    assert detail["status"] == "failed" and detail["failure"]["code"] == "content_type_mismatch"
+    assert_fsck_clean(maintenance)
+
+
+# 3. the blob store goes away in the middle of an upload
+
+
+def test_a_blob_store_outage_on_the_second_chunk_is_a_503_that_leaves_nothing(
+        upload, db, store, maintenance, monkeypatch):
+    real_put = store.put
+    calls, lock = [], threading.Lock()
+
+    def put_failing_on_the_second_chunk(blob_hash, data, **kwargs):
+        with lock:
+            calls.append(blob_hash)
+            is_second = len(calls) == 2
+        if is_second:
+            raise StorageUnavailable("the blob store went away")
+        return real_put(blob_hash, data, **kwargs)
+
+    monkeypatch.setattr(store, "put", put_failing_on_the_second_chunk)
+    data = os.urandom(3 * CHUNK + 5)
+
+    response = upload("alice", ("big.bin", data))
+
+    assert response.status_code == 503, response.get_json()
+    assert len(calls) >= 2
+    assert db.user_files.count_documents({"owner_id": "alice"}) == 0
+    assert db.file_objects.count_documents({}) == 0
+    assert db.ref_intents.count_documents({}) == 0
+    assert db.blobs.count_documents({}) >= 1  # references were taken, then given back
+    assert all(doc["ref_count"] == 0 for doc in db.blobs.find())
+    assert_fsck_clean(maintenance)
+
+
+# 4. the request's intent is reaped while it runs
+
+
+def test_an_upload_whose_intent_disappears_is_a_503_with_counts_fsck_can_settle(
+        upload, db, store, maintenance, monkeypatch):
+    real_put = store.put
+    reaped = []
+
+    def put_after_the_intent_was_reaped(blob_hash, data, **kwargs):
+        if not reaped:  # as gc / fsck --repair does to an intent past the grace period
+            reaped.append(db.ref_intents.delete_many({}).deleted_count)
+        return real_put(blob_hash, data, **kwargs)
+
+    monkeypatch.setattr(store, "put", put_after_the_intent_was_reaped)
+    data = os.urandom(2 * CHUNK + 5)
+
+    response = upload("alice", ("big.bin", data))
+
+    assert reaped == [1]  # the request's own intent was there, and was removed
+    assert response.status_code == 503, response.get_json()
+    assert db.user_files.count_documents({}) == 0
+    assert db.file_objects.count_documents({}) == 0
+    assert db.ref_intents.count_documents({}) == 0
+    maintenance.fsck(repair=True)
+    assert_fsck_clean(maintenance)
+    assert all(doc["ref_count"] == 0 for doc in db.blobs.find())
+
+
+# 5. a chunk the user "holds" whose bytes are gone
+
+
+def test_a_held_chunk_whose_bytes_are_gone_is_asked_for_again(
+        upload, chunked, store, db):
+    old = os.urandom(2 * CHUNK)
+    assert upload("alice", ("old.bin", old)).status_code == 201
+    lost, kept = pieces_of(old)
+    store.delete(sha(lost))
+    assert blob_refs(db, sha(lost)) == 1
+    new = lost + os.urandom(CHUNK)  # shares the lost chunk, but is not the same file
+
+    registered = chunked.register("alice", declare(new))
+
+    assert registered.status_code == 201
+    body = registered.get_json()
+    first, second = body["chunks"]
+    assert first["hash"] == sha(lost)
+    assert first["status"] == "pending" and first["upload_url"]
+    assert second["status"] == "pending"
+    assert db.user_files.find_one({"_id": body["user_file_id"]})["chunks"][0]["status"] \
+        == "pending"
+    assert blob_refs(db, sha(lost)) == 1  # the reference taken to check it was given back
+    assert db.ref_intents.count_documents({}) == 0
+
+    # Sending the bytes again completes the upload and brings the chunk back.
+    for entry, piece in zip(body["chunks"], pieces_of(new)):
+        chunked.put(entry, piece)
+    done = chunked.report("alice", body["user_file_id"], [0, 1]).get_json()
+    assert done["status"] == "available"
+    assert store.size(sha(lost)) == CHUNK
+    assert blob_refs(db, sha(lost)) == 2  # the old file object and the new one
+
+
+@pytest.mark.parametrize("lost_index", [0, 1])
+def test_registering_the_same_content_again_asks_for_a_chunk_whose_bytes_are_gone(
+        upload, chunked, store, db, lost_index):
+    data = os.urandom(2 * CHUNK)
+    assert upload("alice", ("old.bin", data)).status_code == 201
+    lost = pieces_of(data)[lost_index]
+    store.delete(sha(lost))
+
+    registered = chunked.register("alice", declare(data, "again.bin"))
+
+    assert registered.status_code == 201, registered.get_json()
+    body = registered.get_json()
+    assert body["status"] == "uploading", body
+    chunk = body["chunks"][lost_index]
+    assert chunk["status"] == "pending" and chunk["upload_url"]
+    assert blob_refs(db, sha(lost)) == 1
