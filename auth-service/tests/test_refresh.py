@@ -61,11 +61,14 @@ def test_reusing_a_refresh_token_is_401_and_revokes_the_whole_family(client, aut
     expect_error(_refresh(client, second), 401)
 
 
-def test_reuse_revokes_only_that_family_not_other_sessions(client, auth):
+def test_reuse_revokes_only_that_family_not_other_sessions(client, auth, expect_error):
     stolen = auth.session()["refresh_token"]
     other_device = auth.login().get_json()["refresh_token"]
-    _refresh(client, stolen)
-    _refresh(client, stolen)
+    first = _refresh(client, stolen)
+    assert first.status_code == 200
+    rotated = first.get_json()["refresh_token"]
+    expect_error(_refresh(client, stolen), 401, "invalid_refresh_token")  # the replay
+    expect_error(_refresh(client, rotated), 401, "invalid_refresh_token")  # its family is revoked
     assert _refresh(client, other_device).status_code == 200
 
 
@@ -117,10 +120,11 @@ def test_logout_with_a_token_we_did_not_sign_is_401(client, expect_error):
     expect_error(_logout(client, "eyJhbGciOiJFZERTQSJ9.e30.c2ln"), 401, "invalid_refresh_token")
 
 
-def test_logout_leaves_other_sessions_alone(client, auth):
+def test_logout_leaves_other_sessions_alone(client, auth, expect_error):
     laptop = auth.session()["refresh_token"]
     phone = auth.login().get_json()["refresh_token"]
-    _logout(client, laptop)
+    assert _logout(client, laptop).status_code == 204
+    expect_error(_refresh(client, laptop), 401, "invalid_refresh_token")  # logged out
     assert _refresh(client, phone).status_code == 200
 
 
