@@ -138,11 +138,12 @@ def test_a_blob_store_outage_on_the_second_chunk_is_a_503_that_leaves_nothing(
 def test_an_upload_whose_intent_disappears_is_a_503_with_counts_fsck_can_settle(
         upload, db, store, maintenance, monkeypatch):
     real_put = store.put
-    reaped = []
+    reaped, once = [], threading.Lock()
 
     def put_after_the_intent_was_reaped(blob_hash, data, **kwargs):
-        if not reaped:  # as gc / fsck --repair does to an intent past the grace period
-            reaped.append(db.ref_intents.delete_many({}).deleted_count)
+        with once:  # chunks are stored by several threads at once
+            if not reaped:  # as gc / fsck --repair does to an intent past the grace period
+                reaped.append(db.ref_intents.delete_many({}).deleted_count)
         return real_put(blob_hash, data, **kwargs)
 
     monkeypatch.setattr(store, "put", put_after_the_intent_was_reaped)
