@@ -240,13 +240,21 @@ class LatestCursorSchema(Schema):
 
 # --- chunked uploads (POST /api/v1/files, PATCH /api/v1/files/{id}) ------------------------
 
-_SHA256_HEX = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="Must be a SHA-256 in hex.")
+class Sha256Hex(fields.String):
+    """A SHA-256 in hex, either case; loaded in lower case, the form hashes are stored in."""
+
+    _HEX = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="Must be a SHA-256 in hex.")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        self._HEX(text)
+        return text.lower()
 MAX_DECLARED_CHUNKS = 1 << 20
 
 
 class DeclaredChunkSchema(Schema):
     index = fields.Integer(required=True, validate=validate.Range(min=0))
-    hash = fields.String(required=True, validate=_SHA256_HEX)
+    hash = Sha256Hex(required=True)
     size_bytes = fields.Integer(required=True, validate=validate.Range(min=1))
 
 
@@ -254,7 +262,7 @@ class RegisterUploadSchema(Schema):
     filename = Text(required=True, validate=validate.Length(min=1, max=4096))
     size_bytes = fields.Integer(required=True, validate=validate.Range(min=0))
     mime_type = Text(load_default=None, validate=validate.Length(max=255))
-    hash = fields.String(required=True, validate=_SHA256_HEX)
+    hash = Sha256Hex(required=True)
     chunks = fields.List(fields.Nested(DeclaredChunkSchema), required=True,
                          validate=validate.Length(max=MAX_DECLARED_CHUNKS))
 

@@ -112,6 +112,25 @@ def test_single_and_multi_chunk_uploads_become_available_with_download_links(
         assert content.data == data
 
 
+def test_hashes_in_upper_case_are_the_same_hashes(chunked, upload):
+    """Hex is case-insensitive: an upper-case declaration names the same content, so it is
+    stored (and deduplicated) under the lower-case hash."""
+    data = os.urandom(CHUNK + 3)
+    body = declare(data)
+    body["hash"] = body["hash"].upper()
+    for chunk in body["chunks"]:
+        chunk["hash"] = chunk["hash"].upper()
+    registered = chunked.register("alice", body).get_json()
+    assert registered["hash"] == sha(data)
+    assert [c["hash"] for c in registered["chunks"]] == [sha(p) for p in pieces_of(data)]
+    for entry, piece in zip(registered["chunks"], pieces_of(data)):
+        chunked.put(entry, piece)
+    done = chunked.report("alice", registered["user_file_id"], [0, 1]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert upload("alice", ("same.bin", data)).get_json()[0]["file_object_id"] == \
+        done["file_object_id"]
+
+
 def test_the_same_bytes_by_multipart_and_by_chunks_share_one_file_object(chunked, upload, db):
     data = os.urandom(2 * CHUNK + 1)
     multipart = upload("bob", ("m.bin", data)).get_json()[0]

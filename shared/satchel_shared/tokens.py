@@ -166,23 +166,30 @@ def _unauthorized(message: str) -> ApiError:
     )
 
 
+def authenticate() -> str:
+    """The user id of the request's valid access token, also set as `g.user_id`; 401 without
+    one. For views where a token is one way in among others; `require_auth` for the rest."""
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise _unauthorized("A bearer access token is required.")
+    verifier: TokenVerifier = current_app.extensions[_EXTENSION]
+    try:
+        claims = verifier.verify(token)
+    except InvalidToken as exc:
+        raise _unauthorized(f"Invalid access token: {exc}.") from exc
+    except KeysUnavailable as exc:
+        log.error("cannot verify tokens: %s", exc)
+        raise service_unavailable("Token keys are unavailable; retry shortly.") from exc
+    g.user_id = claims["sub"]
+    return g.user_id
+
+
 def require_auth(view):
     """Reject the request with 401 unless it carries a valid access token; set `g.user_id`."""
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        token = bearer_token(request.headers.get("Authorization"))
-        if token is None:
-            raise _unauthorized("A bearer access token is required.")
-        verifier: TokenVerifier = current_app.extensions[_EXTENSION]
-        try:
-            claims = verifier.verify(token)
-        except InvalidToken as exc:
-            raise _unauthorized(f"Invalid access token: {exc}.") from exc
-        except KeysUnavailable as exc:
-            log.error("cannot verify tokens: %s", exc)
-            raise service_unavailable("Token keys are unavailable; retry shortly.") from exc
-        g.user_id = claims["sub"]
+        authenticate()
         return view(*args, **kwargs)
 
     return wrapper

@@ -3,7 +3,7 @@ from __future__ import annotations
 from flask import current_app, g, request, url_for
 from flask_smorest import Blueprint
 
-from satchel_shared.tokens import require_auth
+from satchel_shared.tokens import authenticate, require_auth
 
 from ..multipart import iter_parts
 from ..schemas import ListFilesQuery, UploadedFileSchema, UserFileDetailSchema, UserFileSchema
@@ -99,7 +99,6 @@ def get_content(user_file_id):
     if "signature" in request.args:
         content = _files().content_for_signed_url(user_file_id, request.args.to_dict())
     else:
-        require_auth(lambda: None)()
-        content = _files().content_for_owner(g.user_id, user_file_id)
+        content = _files().content_for_owner(authenticate(), user_file_id)
     return content_response(_files(), content, current_app.extensions["satchel.accel_prefix"],
                             current_app.extensions["satchel.accel_concat"])

@@ -104,8 +104,7 @@ class UploadService:
         """POST /api/v1/files: a new upload (201), or at once an available file when this user
         already has a file with exactly this content."""
         chunk_size = self.files.settings.chunk_size_bytes
-        size_bytes, file_hash = request["size_bytes"], request["hash"].lower()
-        declared = [{**chunk, "hash": chunk["hash"].lower()} for chunk in request["chunks"]]
+        size_bytes, file_hash, declared = request["size_bytes"], request["hash"], request["chunks"]
         self.quota.refuse_early(owner_id, adding_bytes=size_bytes, request_bytes=size_bytes)
         _check_chunking(size_bytes, chunk_size, declared)
         filename = schemas.clean_filename(request["filename"])
