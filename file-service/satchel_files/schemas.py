@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from satchel_shared.errors import ApiError
 from satchel_shared.fields import Text
 
-from satchel_shared.errors import ApiError
+from .services.clock import to_ms
 
 MAX_FILENAME_BYTES = 255
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -184,7 +185,7 @@ def parse_since(text: str) -> int:
         raise ValidationError("Give an ISO 8601 time or epoch milliseconds.")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    millis = int(moment.timestamp() * 1000)
+    millis = to_ms(moment)
     if millis < 0:
         raise ValidationError("The time is before 1970.")
     return millis

@@ -8,7 +8,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 
 from satchel_files.api.body import StreamBody
 from satchel_files.multipart import (MAX_FIELD_BYTES, MAX_HEADER_BYTES, MAX_PARTS, FieldPart,
-                                     FilePart, iter_parts)
+                                     iter_parts)
 from satchel_shared.errors import ApiError
 
 BOUNDARY = "b0und4ry"

@@ -55,7 +55,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -63,7 +62,7 @@ from satchel_shared.errors import ApiError, service_unavailable
 
 from ..repositories.changes import (ABORTED, COMMITTED, PENDING, UNCERTAIN, ChangeRepository,
                                     change_document)
-from .clock import Clock, now_ms
+from .clock import Clock, from_ms, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +329,6 @@ class ChangeFeed:
 
 def _entry(document: dict) -> dict:
     entry = {"file_id": document["file_id"], "op": document["op"],
-             "at": datetime.fromtimestamp(document["at_ms"] / 1000, tz=timezone.utc)}
+             "at": from_ms(document["at_ms"])}
     entry.update({name: document.get(name) for name in DETAIL_FIELDS})
     return entry

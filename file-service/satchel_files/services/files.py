@@ -24,7 +24,7 @@ from ..storage.base import is_blob_hash
 from ..storage.signed_urls import SignedBlobUrls
 from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED, DELETED, RENAMED, UPDATED, ChangeFeed
-from .clock import Clock, utc_datetime
+from .clock import Clock, to_ms, utc_datetime
 from .ingest import BufferPool, FileIngest, IngestedFile
 from .quota import Quota
 from .refcounts import Intent, RefCounts
@@ -156,7 +156,7 @@ class FileService:
                 "file_object_id": file_object["_id"], "hash": item.content.hash,
                 "size_bytes": item.content.size_bytes, "mime_type": item.mime_type,
                 "status": AVAILABLE, "version": 1, "created_at": now,
-                "created_ms": int(now.timestamp() * 1000), "updated_at": now,
+                "created_ms": to_ms(now), "updated_at": now,
             }
             documents.append(document)
             results.append({"filename": item.filename, "file_object_id": file_object["_id"],

@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
-from datetime import datetime, timezone
 
 from pymongo.errors import DuplicateKeyError
 
@@ -37,7 +36,7 @@ from ..repositories.file_objects import DELETING as FO_DELETING
 from ..repositories.listing import FileListingRepository, listing_document_for, listing_key
 from ..repositories.user_files import AVAILABLE
 from ..storage import BlobStore
-from .clock import Clock, now_ms, utc_datetime
+from .clock import Clock, from_ms, now_ms, to_ms, utc_datetime
 from .changes import ChangeFeed
 from .refcounts import RefCounts
 
@@ -289,7 +288,7 @@ class Maintenance:
                     problem.fixed = True
         for blob_hash, info in stored.items():
             if blob_hash not in snapshot and not expected[blob_hash] \
-                    and _ms(info.modified_at) <= cutoff_ms:
+                    and to_ms(info.modified_at) <= cutoff_ms:
                 problem = report.add("orphan_blob", blob_hash,
                                      f"{info.size_bytes} stored bytes with no document")
                 if repair:
@@ -345,18 +344,18 @@ class Maintenance:
                 self._count_blob(report, "blobs", doc.get("size_bytes", 0))
         known = {doc["_id"] for doc in self.blobs.all()}
         for info in list(self.store.iter_blobs()):
-            if info.hash not in known and _ms(info.modified_at) <= cutoff_ms:
+            if info.hash not in known and to_ms(info.modified_at) <= cutoff_ms:
                 if dry_run or self._delete_orphan(info.hash, info.size_bytes):
                     self._count_blob(report, "orphan_blobs", info.size_bytes)
         for staging in list(self.store.iter_staging()):  # may be uploads in flight: lease
             if staging.upload_key in live_upload_keys:
                 continue  # an upload in progress owns it until it expires
-            if _ms(staging.modified_at) <= min(cutoff_ms, lease_cutoff_ms):
+            if to_ms(staging.modified_at) <= min(cutoff_ms, lease_cutoff_ms):
                 if not dry_run:
                     self.store.delete_staging(staging.upload_key)
                 self._count_blob(report, "staging_objects", staging.size_bytes)
         if not dry_run:
-            count, size = self.store.remove_stale_temp(_datetime(min(cutoff_ms, lease_cutoff_ms)))
+            count, size = self.store.remove_stale_temp(from_ms(min(cutoff_ms, lease_cutoff_ms)))
             report.removed["temp_files"] = count
             report.removed_bytes += size
         if self.listing is not None:  # an entry may precede its file by a write: lease
@@ -388,10 +387,3 @@ def _lists(user_file: dict | None, entry: dict) -> bool:
             and entry["_id"] == listing_key(user_file["owner_id"], user_file["created_ms"],
                                             user_file["_id"]))
 
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _datetime(millis: int) -> datetime:
-    return datetime.fromtimestamp(millis / 1000, tz=timezone.utc)

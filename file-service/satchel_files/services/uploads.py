@@ -44,7 +44,7 @@ from ..storage import BlobStore
 from ..storage.base import BlobHashMismatch, BlobNotFound, StorageError
 from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED
-from .clock import Clock, now_ms, utc_datetime
+from .clock import Clock, from_ms, now_ms, to_ms, utc_datetime
 from .files import FileService, chunk_sizes
 from .quota import Quota
 from .refcounts import Intent, RefCounts
@@ -133,7 +133,7 @@ class UploadService:
                 "_id": str(uuid.uuid4()), "owner_id": owner_id, "filename": filename,
                 "file_object_id": None, "hash": file_hash, "size_bytes": size_bytes,
                 "mime_type": declared_type, "status": UPLOADING, "version": 1,
-                "created_at": now, "created_ms": int(now.timestamp() * 1000), "updated_at": now,
+                "created_at": now, "created_ms": to_ms(now), "updated_at": now,
                 "chunk_size": chunk_size, "chunks": chunks, "upload_rev": 1,
                 "upload_expires_ms": self._expires_ms(), "failure": None,
             }
@@ -516,8 +516,7 @@ class UploadService:
             "status": upload["status"],
             "chunk_size": upload["chunk_size"], "chunks": chunks, "version": upload["version"],
             "created_at": _utc(upload["created_at"]), "updated_at": _utc(upload["updated_at"]),
-            "upload_expires_at": datetime.fromtimestamp(upload["upload_expires_ms"] / 1000,
-                                                        tz=timezone.utc),
+            "upload_expires_at": from_ms(upload["upload_expires_ms"]),
             "failure": upload.get("failure"), "ref_count": 0, "storage_saved_bytes": 0,
             "storage_path": None, "uploaded_at": None, "download_url": None,
         }
@@ -546,7 +545,7 @@ def _available_document(user_file_id: str, owner_id: str, filename: str, file_ob
             "file_object_id": file_object["_id"], "hash": file_object["hash"],
             "size_bytes": file_object["size_bytes"], "mime_type": mime_type,
             "status": AVAILABLE, "version": 1, "created_at": now,
-            "created_ms": int(now.timestamp() * 1000), "updated_at": now}
+            "created_ms": to_ms(now), "updated_at": now}
 
 
 def _utc(value: datetime) -> datetime:
