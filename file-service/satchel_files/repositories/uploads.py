@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from pymongo.database import Database
 
@@ -62,23 +62,6 @@ class UploadRepository:
         """The owner's uploads not yet available, with their chunks (for skipping)."""
         return list(self.collection.find({"owner_id": owner_id, "status": {"$in": list(IN_PROGRESS)}},
                                          {"chunks": 1}))
-
-    def owned_file_object_ids(self, owner_id: str, file_object_ids: Iterable[str]) -> set[str]:
-        """Which of `file_object_ids` one of the owner's available files points at."""
-        ids = set(file_object_ids)
-        if not ids:
-            return set()
-        # find, not distinct: nx-27017's distinct ignores an $in in its filter. And intersect
-        # here too: what this decides (which bytes a user may skip sending) is not left to
-        # the database's reading of a filter.
-        cursor = self.collection.find({"owner_id": owner_id, "status": "available",
-                                       "file_object_id": {"$in": list(ids)}},
-                                      {"file_object_id": 1})
-        return {doc["file_object_id"] for doc in cursor} & ids
-
-    def owner_has_file_object(self, owner_id: str, file_object_id: str) -> bool:
-        return self.collection.find_one({"owner_id": owner_id, "file_object_id": file_object_id,
-                                         "status": "available"}, {"_id": 1}) is not None
 
     def in_progress(self) -> Iterator[dict]:
         return self.collection.find({"status": {"$in": list(IN_PROGRESS)}})

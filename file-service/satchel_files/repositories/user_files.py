@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pymongo.database import Database
 
 AVAILABLE = "available"
@@ -38,6 +38,23 @@ class UserFileRepository:
         if not user_file_ids:
             return {}
         return {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": user_file_ids}})}
+
+    def owned_file_object_ids(self, owner_id: str, file_object_ids: Iterable[str]) -> set[str]:
+        """Which of `file_object_ids` one of the owner's available files points at."""
+        ids = set(file_object_ids)
+        if not ids:
+            return set()
+        # find, not distinct: nx-27017's distinct ignores an $in in its filter. And intersect
+        # here too: what this decides (which bytes a user may skip sending) is not left to
+        # the database's reading of a filter.
+        cursor = self.collection.find({"owner_id": owner_id, "status": AVAILABLE,
+                                       "file_object_id": {"$in": list(ids)}},
+                                      {"file_object_id": 1})
+        return {doc["file_object_id"] for doc in cursor} & ids
+
+    def owner_has_file_object(self, owner_id: str, file_object_id: str) -> bool:
+        return self.collection.find_one({"owner_id": owner_id, "file_object_id": file_object_id,
+                                         "status": AVAILABLE}, {"_id": 1}) is not None
 
     def available_positions(self) -> Iterator[dict]:
         """fsck: every available file's listing position."""

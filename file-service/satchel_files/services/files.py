@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pymongo.errors import PyMongoError
 
@@ -79,6 +79,17 @@ def chunk_sizes(size_bytes: int, chunk_size: int, count: int) -> list[int]:
     return [chunk_size] * (count - 1) + [size_bytes - chunk_size * (count - 1)] if count else []
 
 
+def available_user_file(user_file_id: str, owner_id: str, filename: str, file_object: dict,
+                        mime_type: str, now: datetime) -> dict:
+    """A new user file with the content of `file_object`, as every upload path writes it
+    (created_at = when it became available)."""
+    return {"_id": user_file_id, "owner_id": owner_id, "filename": filename,
+            "file_object_id": file_object["_id"], "hash": file_object["hash"],
+            "size_bytes": file_object["size_bytes"], "mime_type": mime_type,
+            "status": AVAILABLE, "version": 1, "created_at": now,
+            "created_ms": to_ms(now), "updated_at": now}
+
+
 class FileService:
     def __init__(self, user_files: UserFileRepository, file_objects: FileObjectRepository,
                  refcounts: RefCounts, store: BlobStore, settings: FileSettings, *,
@@ -101,15 +112,9 @@ class FileService:
 
     def upload(self, owner_id: str, parts: Iterable[FieldPart | FilePart]) -> list[dict]:
         """All or nothing: every file of the request is stored, or none is (4xx or 5xx)."""
-        intent = self.refcounts.begin()
-        try:
+        with self.refcounts.open_intent() as intent:
             received = self._receive_uploads(owner_id, parts, intent)
-            results = self._commit_uploads(owner_id, received, intent)
-            self.refcounts.end(intent)
-        except BaseException:
-            self.refcounts.abort(intent)
-            raise
-        return results
+            return self._commit_uploads(owner_id, received, intent)
 
     def _receive_uploads(self, owner_id: str, parts, intent: Intent) -> list[_Received]:
         count = self.quota.meter(owner_id)
@@ -151,13 +156,8 @@ class FileService:
         documents, results = [], []
         for item in received:
             file_object = self._acquire_content(intent, item)
-            document = {
-                "_id": str(uuid.uuid4()), "owner_id": owner_id, "filename": item.filename,
-                "file_object_id": file_object["_id"], "hash": item.content.hash,
-                "size_bytes": item.content.size_bytes, "mime_type": item.mime_type,
-                "status": AVAILABLE, "version": 1, "created_at": now,
-                "created_ms": to_ms(now), "updated_at": now,
-            }
+            document = available_user_file(str(uuid.uuid4()), owner_id, item.filename,
+                                           file_object, item.mime_type, now)
             documents.append(document)
             results.append({"filename": item.filename, "file_object_id": file_object["_id"],
                             "user_file_id": document["_id"], "hash": item.content.hash,
@@ -166,27 +166,47 @@ class FileService:
         # lease, which is held until the files are theirs (services/quota.py).
         adding = sum(item.content.size_bytes for item in received)
         with self.quota.admitting(owner_id, adding_bytes=adding):
-            entries = [listing_document_for(document) for document in documents]
             try:
-                # Listed BEFORE the files exist: a crash in between leaves stale entries (skipped
-                # by the list, removed by gc), never an available file missing from the list.
-                self.listing.insert_many(entries)
-                with ExitStack() as recordings:  # one change per file, opened before the insert
-                    for document in documents:
-                        change = recordings.enter_context(self.changes.recording(
-                            owner_id, document["_id"], CREATED, details=document))
-                        document[CHANGE_SEQ_FIELD] = change.seq
-                    self.user_files.insert_many(documents)
+                self.mark_available(documents)
             except PyMongoError:
                 try:
                     self.user_files.delete_ids([doc["_id"] for doc in documents])
                 except PyMongoError:  # some may exist and own their refs: leave the counts high
                     self.refcounts.hand_over_file_object_refs(intent)
-                else:
-                    self._unlist(entries)  # after the files are gone
+                else:  # after the files are gone
+                    self._unlist([listing_document_for(document) for document in documents])
                 raise
         self.refcounts.hand_over_file_object_refs(intent)
         return results
+
+    def mark_available(self, user_files: list[dict], *,
+                       write: Callable[[], bool] | None = None) -> bool:
+        """THE moment user files become available, on every upload path: one write, by
+        default inserting `user_files`; or `write()`, which turns a chunked upload into its
+        user file and is False if the upload was finished, aborted or expired by someone else
+        first (nothing changed). A "created" change of each file is recorded around the write.
+
+        The files' `file_listing` entries are inserted first (repositories/listing.py): a crash
+        right after, or losing the race, leaves stale entries that the list skips and gc
+        removes after the grace period, never an available file missing from the list. They
+        are not deleted here on a lost race: a racer that completed in the same millisecond
+        wrote the very same entry. Quota is the caller's to check."""
+        self.listing.insert_many([listing_document_for(user_file) for user_file in user_files])
+        with ExitStack() as recordings:  # one change per file, opened before the write
+            opened = []
+            for user_file in user_files:
+                change = recordings.enter_context(self.changes.recording(
+                    user_file["owner_id"], user_file["_id"], CREATED, details=user_file))
+                user_file[CHANGE_SEQ_FIELD] = change.seq
+                opened.append(change)
+            if write is None:
+                self.user_files.insert_many(user_files)
+                return True
+            if write():
+                return True
+            for change in opened:
+                change.discard()
+            return False
 
     # read
 
@@ -370,8 +390,7 @@ class FileService:
         """New content (`file` part) and/or new name (`filename` field); version + 1."""
         current = self._load_owned(owner_id, user_file_id)
         _check_precondition(current, if_match)
-        intent = self.refcounts.begin()
-        try:
+        with self.refcounts.open_intent() as intent:
             new_name, received = self._receive_update(owner_id, current, parts, intent)
             file_object = self._acquire_content(intent, received) if received else None
             growth = received.content.size_bytes - current["size_bytes"] if received else 0
@@ -384,10 +403,6 @@ class FileService:
             self.refcounts.hand_over_file_object_refs(intent)
             if replaced is not None:
                 self.refcounts.release_file_object(replaced)
-            self.refcounts.end(intent)
-        except BaseException:
-            self.refcounts.abort(intent)
-            raise
         return self._current_detail(owner_id, updated)
 
     def _admitting_growth(self, owner_id: str, growth: int):
@@ -438,8 +453,7 @@ class FileService:
 
     def delete_file(self, owner_id: str, user_file_id: str) -> None:
         current = self._load_owned(owner_id, user_file_id)
-        intent = self.refcounts.begin()
-        try:
+        with self.refcounts.open_intent() as intent:
             with self.changes.recording(owner_id, user_file_id, DELETED) as change:
                 for _ in range(_UPDATE_RETRIES):
                     change.follow(current)
@@ -452,10 +466,6 @@ class FileService:
                 change.details(filename=current["filename"], version=current["version"])
             self._unlist([listing_document_for(current)])  # after the file is gone
             self.refcounts.release_file_object(current["file_object_id"])
-            self.refcounts.end(intent)
-        except BaseException:
-            self.refcounts.abort(intent)
-            raise
 
     # lookups
 

@@ -65,7 +65,8 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -89,11 +90,13 @@ class IntentLost(Exception):
 
 @dataclass
 class Intent:
-    """One request's in-flight references; `held_*` are those it must give back on failure."""
+    """One request's in-flight references; `held_*` are those it must give back on failure.
+    `is_settled` once it was ended or aborted."""
 
     id: str
     held_blob_refs: list[str] = field(default_factory=list)
     held_file_object_refs: list[str] = field(default_factory=list)
+    is_settled: bool = False
 
 
 class RefCounts:
@@ -136,21 +139,40 @@ class RefCounts:
         self.intents.insert(intent.id, self._now_ms(), utc_datetime(self.clock))
         return intent
 
-    def begin_with_stored_blob(self, blob_hash: str, size_bytes: int) -> Intent:
-        """begin() then acquire_stored_blob(), one write fewer: the intent is inserted already
-        listing the reference (listed before it is counted, as ever)."""
+    def open_intent(self) -> AbstractContextManager[Intent]:
+        """begin() an intent for the `with` block and settle it when the block is done.
+
+        The block raises: abort(). The block ends: end(), its references being owned by
+        documents now; if end() itself fails, nothing is given back (the intent stays, counts
+        too high, for gc and fsck). A block that finds its work not needed aborts the intent
+        itself (abort()) and is then left alone."""
+        return self._settled(self.begin())
+
+    @contextmanager
+    def open_intent_with_stored_blob(self, blob_hash: str, size_bytes: int) -> Iterator[Intent]:
+        """open_intent() then acquire_stored_blob(), one write fewer: the intent is inserted
+        already listing the reference (listed before it is counted, as ever)."""
         intent = Intent(uuid.uuid4().hex)
         self.intents.insert(intent.id, self._now_ms(), utc_datetime(self.clock),
                             blob_refs=[blob_hash])
-        try:
+        with self._settled(intent):
             self._count_listed_blobs(intent, [(blob_hash, size_bytes)])
+            yield intent
+
+    @contextmanager
+    def _settled(self, intent: Intent) -> Iterator[Intent]:
+        try:
+            yield intent
         except BaseException:
-            self.abort(intent)
+            if not intent.is_settled:
+                self.abort(intent)
             raise
-        return intent
+        if not intent.is_settled:
+            self.end(intent)
 
     def end(self, intent: Intent) -> None:
         """The request's references are all owned by documents now (or given back)."""
+        intent.is_settled = True
         self.intents.delete(intent.id)
         intent.held_blob_refs.clear()
         intent.held_file_object_refs.clear()
@@ -160,6 +182,7 @@ class RefCounts:
 
         Best effort: if the database fails half-way, the counts stay high and fsck repairs them.
         """
+        intent.is_settled = True
         try:
             while intent.held_file_object_refs:
                 self.release_file_object(intent.held_file_object_refs.pop())

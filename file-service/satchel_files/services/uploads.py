@@ -36,16 +36,14 @@ from satchel_shared.errors import ApiError
 from .. import schemas
 from ..repositories import FileObjectRepository, UserFileRepository
 from ..repositories.file_objects import LIVE
-from ..repositories.listing import listing_document_for
 from ..repositories.uploads import (CHUNK_FAILED, FAILED, IN_PROGRESS, PENDING, UPLOADING,
                                     VERIFIED, UploadRepository)
 from ..repositories.user_files import AVAILABLE
 from ..storage import BlobStore
 from ..storage.base import BlobHashMismatch, BlobNotFound, StorageError
 from . import mime
-from .changes import CHANGE_SEQ_FIELD, CREATED
 from .clock import Clock, from_ms, now_ms, to_ms, utc_datetime
-from .files import FileService, chunk_sizes
+from .files import FileService, available_user_file, chunk_sizes
 from .quota import Quota
 from .refcounts import Intent, RefCounts
 from .upload_digest import DIGEST_FIELD, RunningDigest, feed_chunks, stored_digest
@@ -118,8 +116,7 @@ class UploadService:
                 return done
 
         owned = self._owned_chunk_hashes(owner_id, set(chunk_hashes))
-        intent = self.refcounts.begin()
-        try:
+        with self.refcounts.open_intent() as intent:  # ended when the upload holds the refs
             chunks = []
             for chunk in declared:
                 is_held = chunk["hash"] in owned and self._take_owned_chunk(intent, chunk)
@@ -141,10 +138,6 @@ class UploadService:
             # the owner's lease, held until the upload counts toward the quota.
             with self.quota.admitting(owner_id, adding_bytes=size_bytes):
                 self.uploads.insert(document)
-            self.refcounts.end(intent)  # the upload's verified chunks hold the refs now
-        except BaseException:
-            self.refcounts.abort(intent)
-            raise
         if all(chunk["status"] == VERIFIED for chunk in chunks):
             document = self._complete(document)
         return self._describe(document)
@@ -157,7 +150,7 @@ class UploadService:
         if (file_object is None or file_object.get("state") != LIVE
                 or file_object["chunks"] != chunk_hashes or file_object["size_bytes"] != size_bytes):
             return None
-        if not self.uploads.owner_has_file_object(owner_id, file_object["_id"]):
+        if not self.user_files.owner_has_file_object(owner_id, file_object["_id"]):
             return None
         sizes = chunk_sizes(size_bytes, file_object["chunk_size"], len(chunk_hashes))
         if not self.files.chunks_stored(zip(chunk_hashes, sizes)):
@@ -168,20 +161,15 @@ class UploadService:
                            declared_type: str) -> dict | None:
         mime_type = mime.choose(self._head(file_object["chunks"]), declared=declared_type,
                                 filename=filename)
-        intent = self.refcounts.begin()
-        try:
+        with self.refcounts.open_intent() as intent:
             if not self.refcounts.reuse_file_object(intent, file_object["_id"]):
                 self.refcounts.abort(intent)
                 return None  # being deleted right now: take the ordinary path
-            document = _available_document(str(uuid.uuid4()), owner_id, filename, file_object,
+            document = available_user_file(str(uuid.uuid4()), owner_id, filename, file_object,
                                            mime_type, utc_datetime(self.clock))
             with self.quota.admitting(owner_id, adding_bytes=file_object["size_bytes"]):
-                self.mark_available(None, document)
+                self.files.mark_available([document])
             self.refcounts.hand_over_file_object_refs(intent)
-            self.refcounts.end(intent)
-        except BaseException:
-            self.refcounts.abort(intent)
-            raise
         return self.files.describe(document)
 
     def _owned_chunk_hashes(self, owner_id: str, wanted: set[str]) -> set[str]:
@@ -193,7 +181,7 @@ class UploadService:
         # From the chunks to the file objects holding them (an index), then to whether this
         # owner has one of those: never a scan of the owner's files (0.8 s at 50,000 files).
         candidates = self.file_objects.containing_chunks(wanted)
-        for file_object_id in self.uploads.owned_file_object_ids(owner_id, candidates):
+        for file_object_id in self.user_files.owned_file_object_ids(owner_id, candidates):
             owned.update(candidates[file_object_id])
         return owned & wanted
 
@@ -256,31 +244,23 @@ class UploadService:
         if digest is not None:
             digest.catch_up(self.store, upload["chunks"], index)
             hasher = digest.hasher_for(index)
-        intent = self.refcounts.begin_with_stored_blob(chunk["hash"], chunk["size_bytes"])
-        try:  # re-hashes; never overwrites
-            self.store.promote_staging(key, chunk["hash"],
-                                       also_hash=None if hasher is None else hasher.update)
-        except BlobHashMismatch:
-            self.refcounts.abort(intent)
-            return self._record(upload["_id"], index, key, CHUNK_FAILED,
-                                "The bytes received do not have this chunk's SHA-256.")
-        except BlobNotFound:  # a concurrent report of the same chunk took them
-            self.refcounts.abort(intent)
-            return None
-        except BaseException:
-            self.refcounts.abort(intent)
-            raise
-        if digest is not None:
-            digest.took(index, hasher)
-        try:
+        with self.refcounts.open_intent_with_stored_blob(
+                chunk["hash"], chunk["size_bytes"]) as intent:
+            try:  # re-hashes; never overwrites
+                self.store.promote_staging(key, chunk["hash"],
+                                           also_hash=None if hasher is None else hasher.update)
+            except BlobHashMismatch:
+                self.refcounts.abort(intent)
+                return self._record(upload["_id"], index, key, CHUNK_FAILED,
+                                    "The bytes received do not have this chunk's SHA-256.")
+            except BlobNotFound:  # a concurrent report of the same chunk took them
+                self.refcounts.abort(intent)
+                return None
+            if digest is not None:
+                digest.took(index, hasher)
             written = self._record(upload["_id"], index, key, VERIFIED, None, digest)
-        except BaseException:
-            self.refcounts.abort(intent)
-            raise
-        if written is None:
-            self.refcounts.abort(intent)  # aborted or reported twice: our ref is not needed
-        else:
-            self.refcounts.end(intent)
+            if written is None:
+                self.refcounts.abort(intent)  # aborted or reported twice: our ref is not needed
         # Only now: a concurrent report of this chunk that looked before this point found the
         # bytes (and verified them again); one that looks after finds the chunk verified.
         self._discard_staging(key)
@@ -340,21 +320,17 @@ class UploadService:
                                     filename=upload["filename"])
         except ApiError as exc:
             return self._fail(upload, exc.code, exc.message)
-        intent = self.refcounts.begin()
-        try:
+        with self.refcounts.open_intent() as intent:
             file_object = self._take_file_object(intent, upload, known, mime_type)
-            document = _available_document(upload["_id"], upload["owner_id"], upload["filename"],
+            document = available_user_file(upload["_id"], upload["owner_id"], upload["filename"],
                                            file_object, mime_type, utc_datetime(self.clock))
-            if not self.mark_available(upload, document):
+            if not self.files.mark_available(
+                    [document], write=lambda: self.uploads.replace_if_rev(upload, document)):
                 self.refcounts.abort(intent)  # finished, aborted or expired meanwhile
                 return self.uploads.find(upload["_id"]) or upload
             self.refcounts.hand_over_file_object_refs(intent)
             # The upload's refs: no document shows them now.
             self.refcounts.release_blobs([chunk["hash"] for chunk in upload["chunks"]])
-            self.refcounts.end(intent)
-        except BaseException:
-            self.refcounts.abort(intent)
-            raise
         return document
 
     def _take_file_object(self, intent: Intent, upload: dict, known: dict | None,
@@ -371,29 +347,6 @@ class UploadService:
         return self.refcounts.acquire_file_object(intent, {
             "hash": upload["hash"], "size_bytes": upload["size_bytes"], "mime_type": mime_type,
             "chunk_size": upload["chunk_size"], "chunks": chunk_hashes}, chunk_hashes)
-
-    def mark_available(self, upload: dict | None, available: dict) -> bool:
-        """THE moment a chunked upload's file becomes available: one write that turns the
-        upload `upload` into the user file `available` (or, with `upload` None, inserts
-        `available` for a re-upload of content the user already has). False if the upload
-        was finished, aborted or expired by someone else first (nothing changed).
-        The change feed records its "created" change around this call.
-
-        The file's `file_listing` entry is inserted first (repositories/listing.py): a crash
-        right after, or losing the race, leaves a stale entry that the list skips and gc
-        removes after the grace period. It is not deleted here on a lost race: a racer that
-        completed in the same millisecond wrote the very same entry."""
-        self.files.listing.insert_many([listing_document_for(available)])
-        with self.files.changes.recording(available["owner_id"], available["_id"], CREATED,
-                                          details=available) as change:
-            available[CHANGE_SEQ_FIELD] = change.seq
-            if upload is None:
-                self.user_files.insert_many([available])
-                return True
-            if self.uploads.replace_if_rev(upload, available):
-                return True
-            change.discard()
-            return False
 
     def _fail(self, upload: dict, code: str, message: str) -> dict:
         """The whole file is wrong (not a chunk): terminal; DELETE it or let it expire."""
@@ -536,16 +489,6 @@ def _check_chunking(size_bytes: int, chunk_size: int, chunks: list[dict]) -> Non
                    f"with indexes 0..{count - 1}.",
                    {"chunk_size": chunk_size, "expected_chunks": count,
                     "expected_last_chunk_bytes": last})
-
-
-def _available_document(user_file_id: str, owner_id: str, filename: str, file_object: dict,
-                        mime_type: str, now: datetime) -> dict:
-    """A user file as the multipart path writes it (created_at = when it became available)."""
-    return {"_id": user_file_id, "owner_id": owner_id, "filename": filename,
-            "file_object_id": file_object["_id"], "hash": file_object["hash"],
-            "size_bytes": file_object["size_bytes"], "mime_type": mime_type,
-            "status": AVAILABLE, "version": 1, "created_at": now,
-            "created_ms": to_ms(now), "updated_at": now}
 
 
 def _utc(value: datetime) -> datetime:
