@@ -1,5 +1,6 @@
 import io
 import time
+from urllib.parse import urlsplit
 
 import jwt
 import mongomock
@@ -11,21 +12,7 @@ from satchel_files.config import Config
 from satchel_shared.config import load_config
 from satchel_shared.tokens import StaticKeySet
 
-KID = "test-key"
-CHUNK = 64 * 1024  # the smallest chunk size the config allows, so tests see multi-chunk files
-
-
-class FakeClock:
-    """Unix seconds that only move when a test says so."""
-
-    def __init__(self, start: float = 1_800_000_000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from files_testing import CHUNK, KID, FakeClock, declare, pieces_of
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +93,42 @@ def upload(client, token_for):
                            content_type="multipart/form-data",
                            headers={**token_for(user), **(headers or {})})
     return do
+
+
+@pytest.fixture
+def chunked(client, token_for, store):
+    """register / put (what the client's PUT to upload_url does) / report / get."""
+    class Chunked:
+        def register(self, user, body):
+            return client.post("/api/v1/files", json=body, headers=token_for(user))
+
+        def put(self, chunk_entry, data):
+            key = urlsplit(chunk_entry["upload_url"]).path.rsplit("/", 1)[1]
+            path = store.staging_path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+        def report(self, user, user_file_id, indexes):
+            return client.patch(f"/api/v1/files/{user_file_id}", headers=token_for(user),
+                                json={"chunks": [{"index": i, "status": "uploaded"}
+                                                 for i in indexes]})
+
+        def get(self, user, user_file_id):
+            return client.get(f"/api/v1/files/{user_file_id}", headers=token_for(user))
+
+        def upload(self, user, data, filename="big.bin"):
+            """The whole flow; returns the final PATCH (or POST) JSON."""
+            registered = self.register(user, declare(data, filename))
+            assert registered.status_code == 201, registered.get_json()
+            body = registered.get_json()
+            pending = [c for c in body["chunks"] if c["status"] != "verified"]
+            if not pending:
+                return body
+            parts = pieces_of(data)
+            for entry in pending:
+                self.put(entry, parts[entry["index"]])
+            response = self.report(user, body["user_file_id"], [c["index"] for c in pending])
+            assert response.status_code == 200, response.get_json()
+            return response.get_json()
+
+    return Chunked()

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from files_testing import declare, pieces_of
 from satchel_files.config import Config
 from satchel_files.schemas import decode_change_cursor, encode_change_cursor
 from satchel_shared.config import ConfigError, load_config
@@ -435,11 +436,8 @@ def test_the_openapi_document_lists_the_feed(client):
 # chunked uploads (services/uploads.py): only "became available" is a change
 
 
-from test_chunked import chunked, declare, pieces_of  # noqa: E402,F401,F811  (the fixture too)
-
-
 def test_a_chunked_upload_appears_once_available_and_an_aborted_one_never(
-        chunked, client, alice, changes, latest):  # noqa: F811
+        chunked, client, alice, changes, latest):
     start = latest()
     data = b"x" * (2 * 64 * 1024 + 5)
     body = chunked.register("alice", declare(data)).get_json()

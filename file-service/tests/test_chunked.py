@@ -1,74 +1,18 @@
 """Chunked uploads: register, PUT to pre-signed staging URLs (simulated), PATCH, complete."""
 import base64
-import hashlib
 import os
 from collections import Counter
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from conftest import CHUNK
+from files_testing import CHUNK, declare, pieces_of, sha
 
 UPLOAD_TTL = 86400
 
 
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
 def code(response):
     return response.get_json()["error"]["code"]
-
-
-def declare(data, filename="big.bin", chunk=CHUNK, **extra):
-    pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
-    return {"filename": filename, "size_bytes": len(data), "hash": sha(data),
-            "mime_type": "application/octet-stream",
-            "chunks": [{"index": i, "hash": sha(p), "size_bytes": len(p)}
-                       for i, p in enumerate(pieces)], **extra}
-
-
-def pieces_of(data):
-    return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
-
-
-@pytest.fixture
-def chunked(client, token_for, store):
-    """register / put (what the client's PUT to upload_url does) / report / get."""
-    class Chunked:
-        def register(self, user, body):
-            return client.post("/api/v1/files", json=body, headers=token_for(user))
-
-        def put(self, chunk_entry, data):
-            key = urlsplit(chunk_entry["upload_url"]).path.rsplit("/", 1)[1]
-            path = store.staging_path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-
-        def report(self, user, user_file_id, indexes):
-            return client.patch(f"/api/v1/files/{user_file_id}", headers=token_for(user),
-                                json={"chunks": [{"index": i, "status": "uploaded"}
-                                                 for i in indexes]})
-
-        def get(self, user, user_file_id):
-            return client.get(f"/api/v1/files/{user_file_id}", headers=token_for(user))
-
-        def upload(self, user, data, filename="big.bin"):
-            """The whole flow; returns the final PATCH (or POST) JSON."""
-            registered = self.register(user, declare(data, filename))
-            assert registered.status_code == 201, registered.get_json()
-            body = registered.get_json()
-            pending = [c for c in body["chunks"] if c["status"] != "verified"]
-            if not pending:
-                return body
-            parts = pieces_of(data)
-            for entry in pending:
-                self.put(entry, parts[entry["index"]])
-            response = self.report(user, body["user_file_id"], [c["index"] for c in pending])
-            assert response.status_code == 200, response.get_json()
-            return response.get_json()
-
-    return Chunked()
 
 
 def blob_count(db, h):

@@ -20,7 +20,7 @@ from satchel_files.services.upload_digest import stored_digest
 from satchel_shared.mongo import connect_mongo
 from satchel_shared.tokens import StaticKeySet
 
-from conftest import CHUNK, KID
+from files_testing import CHUNK, KID
 
 NX = shutil.which("nx-27017") or str(Path(sys.executable).parent / "nx-27017")
 USERS = 8

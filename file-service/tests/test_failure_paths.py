@@ -6,9 +6,8 @@ import threading
 
 import pytest
 
-from conftest import CHUNK
+from files_testing import CHUNK, declare, pieces_of, sha
 from satchel_files.storage import StorageUnavailable
-from test_chunked import chunked, declare, pieces_of, sha  # noqa: F401  (chunked: a fixture)
 
 
 def code(response):

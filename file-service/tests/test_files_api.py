@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from conftest import CHUNK
+from files_testing import CHUNK
 
 
 def sha(data):

@@ -5,9 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import CHUNK
+from files_testing import CHUNK, pieces_of, sha
 from satchel_files.services.files import available_user_file
-from test_chunked import chunked, pieces_of, sha  # noqa: F401  (chunked: a fixture)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import time
 import mongomock
 import pytest
 
-from conftest import FakeClock
+from files_testing import FakeClock
 from satchel_files.repositories.owner_locks import OwnerLockRepository
 from satchel_files.repositories.user_files import UserFileRepository
 from satchel_files.services import quota as quota_module

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import CHUNK
+from files_testing import CHUNK
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(200)
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 200

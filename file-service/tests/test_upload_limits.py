@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from conftest import CHUNK
+from files_testing import CHUNK
 
 
 def error_code(response):

@@ -1,0 +1,36 @@
+"""What the file service's tests share besides fixtures (conftest.py has those). A module of
+its own, uniquely named: `conftest` is a name every tests/ directory has, so importing from it
+depends on which suite pytest collected first."""
+import hashlib
+
+KID = "test-key"
+CHUNK = 64 * 1024  # the smallest chunk size the config allows, so tests see multi-chunk files
+
+
+class FakeClock:
+    """Unix seconds that only move when a test says so."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def declare(data, filename="big.bin", chunk=CHUNK, **extra):
+    pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    return {"filename": filename, "size_bytes": len(data), "hash": sha(data),
+            "mime_type": "application/octet-stream",
+            "chunks": [{"index": i, "hash": sha(p), "size_bytes": len(p)}
+                       for i, p in enumerate(pieces)], **extra}
+
+
+def pieces_of(data):
+    return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
