@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from satchel_shared.errors import ApiError
 from satchel_shared.fields import Text
 
+from .repositories.listing import MAX_MS
 from .services.clock import to_ms
 
 MAX_FILENAME_BYTES = 255
@@ -53,33 +55,88 @@ def is_user_file_id(value: str) -> bool:
     return bool(_UUID.fullmatch(value))
 
 
-# list cursor: opaque to clients, keyset (created_ms, _id) to us: base64url('v1:<ms>:<id>')
+# cursors: opaque to clients; to us base64url, unpadded, of '<version>:<value>:...'
+
+
+class CursorCodec:
+    """One kind of cursor. `decode` accepts only the exact string `encode` gives for the values
+    it reads, so a position has one spelling: a tampered, re-padded, truncated or other kind of
+    cursor is a ValidationError (a 400 naming the field), never a position nobody issued."""
+
+    def __init__(self, version: str, *parsers: Callable[[str], Any], max_length: int, error: str):
+        self.version = version
+        self.parsers = parsers
+        self.max_length = max_length
+        self.error = error
+
+    def encode(self, *values: object) -> str:
+        raw = ":".join([self.version, *map(str, values)]).encode("ascii")
+        return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+    def decode(self, cursor: str) -> tuple:
+        try:
+            if len(cursor) > self.max_length:
+                raise ValueError(cursor)
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+            version, *texts = raw.split(":")
+            if version != self.version or len(texts) != len(self.parsers):
+                raise ValueError(raw)
+            values = tuple(parse(text) for parse, text in zip(self.parsers, texts, strict=True))
+            if self.encode(*values) != cursor:
+                raise ValueError(raw)
+        except ValueError:  # binascii.Error and UnicodeError included
+            raise ValidationError(self.error) from None
+        return values
+
+
+def _whole_number(maximum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not (text.isascii() and text.isdigit()) or int(text) > maximum:
+            raise ValueError(text)
+        return int(text)
+    return parse
+
+
+def _user_file_id(text: str) -> str:
+    if not is_user_file_id(text):
+        raise ValueError(text)
+    return text
+
+
+# the list: keyset (created_ms, user_file_id), 'v1:<ms>:<id>'; the change feed: 'c1:<seq>'
+LIST_CURSOR = CursorCodec("v1", _whole_number(MAX_MS), _user_file_id, max_length=200,
+                          error="Not a cursor this service issued.")
+CHANGE_CURSOR = CursorCodec("c1", _whole_number(10**12 - 1), max_length=40,
+                            error="Not a change cursor this service issued.")
 
 
 def encode_cursor(created_ms: int, user_file_id: str) -> str:
-    millis = created_ms
-    raw = f"v1:{millis}:{user_file_id}".encode("ascii")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    return LIST_CURSOR.encode(created_ms, user_file_id)
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        version, millis, user_file_id = raw.split(":")
-        if version != "v1" or not millis.isdigit() or len(millis) > 15 \
-                or not is_user_file_id(user_file_id):
-            raise ValueError(raw)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise ValidationError("Not a cursor this service issued.") from None
-    return int(millis), user_file_id
+    created_ms, user_file_id = LIST_CURSOR.decode(cursor)
+    return created_ms, user_file_id
+
+
+def encode_change_cursor(seq: int) -> str:
+    return CHANGE_CURSOR.encode(seq)
+
+
+def decode_change_cursor(cursor: str) -> int:
+    (seq,) = CHANGE_CURSOR.decode(cursor)
+    return seq
 
 
 class CursorField(fields.String):
+    """A query parameter loaded by `decode` (e.g. `decode_cursor`)."""
+
+    def __init__(self, decode: Callable[[str], Any], **kwargs):
+        super().__init__(**kwargs)
+        self.decode = decode
+
     def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if len(text) > 200:
-            raise ValidationError("Not a cursor this service issued.")
-        return decode_cursor(text)
+        return self.decode(super()._deserialize(value, attr, data, **kwargs))
 
 
 # requests
@@ -87,7 +144,7 @@ class CursorField(fields.String):
 
 class ListFilesQuery(Schema):
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    cursor = CursorField(load_default=None)
+    cursor = CursorField(decode_cursor, load_default=None)
 
 
 # responses
@@ -149,25 +206,9 @@ class PublicConfigSchema(Schema):
     hash_algorithm = fields.String()
 
 
-# the change feed: cursor = base64url('c1:<seq>'); `since` = ISO 8601 or epoch milliseconds
+# the change feed: `cursor` (see cursors above) or `since` = ISO 8601 or epoch milliseconds
 
 MAX_CHANGES_WAIT_SECONDS = 60
-
-
-def encode_change_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"c1:{seq}".encode("ascii")).decode("ascii").rstrip("=")
-
-
-def decode_change_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        version, seq = raw.split(":")
-        if version != "c1" or not seq.isdigit() or len(seq) > 12 or seq != str(int(seq)) \
-                or encode_change_cursor(int(seq)) != cursor:
-            raise ValueError(raw)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise ValidationError("Not a change cursor this service issued.") from None
-    return int(seq)
 
 
 def parse_since(text: str) -> int:
@@ -191,14 +232,6 @@ def parse_since(text: str) -> int:
     return millis
 
 
-class ChangeCursorField(fields.String):
-    def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if len(text) > 40:
-            raise ValidationError("Not a change cursor this service issued.")
-        return decode_change_cursor(text)
-
-
 class SinceField(fields.String):
     def _deserialize(self, value, attr, data, **kwargs):
         return parse_since(super()._deserialize(value, attr, data, **kwargs).strip())
@@ -206,7 +239,7 @@ class SinceField(fields.String):
 
 class ChangesQuery(Schema):
     since = SinceField(load_default=None, metadata={"description": "ISO 8601 or epoch ms"})
-    cursor = ChangeCursorField(load_default=None)
+    cursor = CursorField(decode_change_cursor, load_default=None)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
     wait = fields.Float(load_default=0, validate=validate.Range(min=0, max=MAX_CHANGES_WAIT_SECONDS),
                         metadata={"description": "long-poll up to this many seconds"})
