@@ -1,14 +1,11 @@
 """Endpoints for the gateway only (never routed from outside): nginx `auth_request` targets."""
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
-
 from flask import Blueprint, Response, current_app, request
 
 from satchel_shared.errors import ApiError
 
-from ..storage import response_headers
-from ..storage.signed_urls import SIZE_PARAM
+from ..storage.signed_urls import BlobUrlRefused, SignsOwnUrls
 
 blueprint = Blueprint("internal", __name__, url_prefix="/internal")
 
@@ -22,20 +19,15 @@ def verify_blob_url():
     X-Satchel-Content-Type; a PUT must carry X-Original-Content-Length equal to its signed size.
     """
     store = current_app.extensions["satchel.blob_store"]
-    if not hasattr(store, "verify_signed_url"):
+    if not isinstance(store, SignsOwnUrls):
         raise ApiError(404, "not_found", "This blob backend does not use gateway-signed URLs.")
-    method = request.headers.get("X-Original-Method", "").upper()
-    parts = urlsplit(request.headers.get("X-Original-URI", ""))
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = dict(pairs)
-    signed_method = "GET" if method == "HEAD" else method
-    if (not method or not parts.path or len(query) != len(pairs)
-            or not store.verify_signed_url(signed_method, parts.path, query)):
-        raise ApiError(403, "forbidden", "The blob URL is invalid or has expired.")
-    if signed_method == "PUT" and request.headers.get("X-Original-Content-Length") != query.get(SIZE_PARAM):
-        raise ApiError(403, "forbidden", "The upload size differs from the signed size.")
+    try:
+        headers = store.verify_blob_request(request.headers.get("X-Original-Method", ""),
+                                            request.headers.get("X-Original-URI", ""),
+                                            request.headers.get("X-Original-Content-Length"))
+    except BlobUrlRefused as refused:
+        raise ApiError(403, "forbidden", refused.message, {"reason": refused.reason}) from None
     response = Response(status=204)
-    if signed_method == "GET":
-        for header, value in response_headers(query).items():
-            response.headers[f"X-Satchel-{header}"] = value
+    for header, value in headers.items():
+        response.headers[f"X-Satchel-{header}"] = value
     return response

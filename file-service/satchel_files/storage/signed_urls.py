@@ -5,6 +5,10 @@ configured secret over `canonical_string(method, path, params)`. `params` always
 (unix seconds) and may hold `response-content-disposition`, `response-content-type` (GET) or
 `size_bytes` (staging PUT). Every query parameter except `signature` is covered, so adding,
 removing or changing any of them breaks the signature.
+
+Verifying lives here too: `SignedBlobUrls.verify` for any signed URL, and
+`SignedBlobUrls.verify_blob_request` for the gateway's check (nginx auth_request) of a request
+for blob bytes, which raises `BlobUrlRefused` naming the rule the request broke.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .base import validate_blob_hash, validate_size_bytes, validate_ttl, validate_upload_key
 
@@ -33,6 +37,16 @@ _RESPONSE_HEADERS = {
 _EXPIRES = re.compile(r"[0-9]{1,12}")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
 _FALLBACK_UNSAFE = re.compile(r"[^A-Za-z0-9 !#$&'()+,\-.;=@\[\]^_`{}~]")  # no quote, backslash, %
+
+
+class BlobUrlRefused(Exception):
+    """A gateway request for blob bytes that must be refused; `reason` names the rule it broke:
+    method, path, query, unsigned, expired, signature or size."""
+
+    def __init__(self, reason: str, message: str = "The blob URL is invalid or has expired."):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 def blob_url_path(blob_hash: str) -> str:
@@ -88,6 +102,18 @@ def response_headers(query: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+_SIGNED_METHOD = {"GET": "GET", "HEAD": "GET", "PUT": "PUT"}
+_REQUEST_PATH = {"GET": blob_url_path, "PUT": staging_url_path}
+
+
+def _is_blob_request_path(signed_method: str, path: str) -> bool:
+    """A blob path for GET, a staging path for PUT, spelled exactly as the signer writes it."""
+    try:
+        return _REQUEST_PATH[signed_method](path.rpartition("/")[2]) == path
+    except ValueError:
+        return False
+
+
 class SignedBlobUrls:
     """Signs and verifies the gateway URLs of blobs and staging uploads with one secret."""
 
@@ -121,16 +147,49 @@ class SignedBlobUrls:
         self, method: str, path: str, query: Mapping[str, str], now: float | None = None
     ) -> bool:
         """True only for an unexpired URL signed for exactly this method, path and query."""
+        return self._refusal(method, path, query, now) is None
+
+    def verify_blob_request(self, method: str, uri: str, content_length: str | None) -> dict[str, str]:
+        """Check a request for blob bytes as the gateway received it (method, raw request URI,
+        Content-Length); return the response headers its URL asks for, or raise BlobUrlRefused.
+
+        Allowed: GET or HEAD (checked as the GET it was signed for) of a blob path, and PUT of
+        a staging path with Content-Length equal to the signed `size_bytes`; each query
+        parameter once, signed for exactly this method and path, unexpired.
+        """
+        signed_method = _SIGNED_METHOD.get(method.upper())
+        if signed_method is None:
+            raise BlobUrlRefused("method")
+        parts = urlsplit(uri)
+        if not _is_blob_request_path(signed_method, parts.path):
+            raise BlobUrlRefused("path")
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query = dict(pairs)
+        if len(query) != len(pairs):
+            raise BlobUrlRefused("query")
+        reason = self._refusal(signed_method, parts.path, query, None)
+        if reason is not None:
+            raise BlobUrlRefused(reason)
+        if signed_method == "PUT":
+            if content_length is None or content_length != query.get(SIZE_PARAM):
+                raise BlobUrlRefused("size", "The upload size differs from the signed size.")
+            return {}
+        return response_headers(query)
+
+    def _refusal(self, method: str, path: str, query: Mapping[str, str],
+                 now: float | None) -> str | None:
+        """Why the URL is not signed for this method, path and query, or has expired (None: ok)."""
         signature = query.get(SIGNATURE_PARAM)
         expires = query.get(EXPIRES_PARAM)
-        if not isinstance(signature, str) or not isinstance(expires, str):
-            return False
-        if not _EXPIRES.fullmatch(expires):
-            return False
+        if not isinstance(signature, str) or not isinstance(expires, str) \
+                or not _EXPIRES.fullmatch(expires):
+            return "unsigned"
         if int(expires) < (self._clock() if now is None else now):
-            return False
+            return "expired"
         expected = sign(self._secret, method, path, query)
-        return hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8"))
+        if not hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8")):
+            return "signature"
+        return None
 
     def presign(self, method: str, path: str, params: Mapping[str, str], expires_seconds: int) -> str:
         """A signed URL for any gateway path (e.g. the file service's own content endpoint)."""
@@ -164,3 +223,6 @@ class SignsOwnUrls:
         """True only for an unexpired URL this store signed for exactly this method/path/query."""
         return self._urls.verify(method, path, query, now)
 
+    def verify_blob_request(self, method: str, uri: str, content_length: str | None) -> dict[str, str]:
+        """See SignedBlobUrls.verify_blob_request: the gateway's check of a blob URL."""
+        return self._urls.verify_blob_request(method, uri, content_length)
