@@ -39,9 +39,14 @@ class LoginThrottle:
                            headers={"Retry-After": str(retry_after)})
 
     def record_failure(self, email_normalized: str, address: str) -> None:
+        """Count a failure against the account and the address. The lock rule: a key that reaches
+        its limit within one window (from its first counted failure) is locked for one window
+        from now."""
         now = self.clock()
+        until = now + self.window
         for kind, key in self._keys(email_normalized, address).items():
-            self.failures.record_failure(key, now=now, window=self.window, limit=self.limits[kind])
+            if self.failures.count_failure(key, now=now, expires_at=until) >= self.limits[kind]:
+                self.failures.lock(key, now=now, expires_at=until)
 
     def record_success(self, email_normalized: str) -> None:
         # The address counter stays: logging into one's own account must not buy more guesses.
