@@ -2,8 +2,9 @@
 # Installs the Debian packages Satchel runs and tests with, when they are missing:
 #   nginx           the gateway (make run, end-to-end tests)
 #   libnginx-mod-http-echo, libnginx-mod-http-headers-more-filter
-#                   optional: let the gateway send multi-chunk files itself (make run); without
-#                   them (or root to install them) those stream through the file service
+#                   optional for run: let the gateway send multi-chunk files itself; without
+#                   them (or root to install them) those stream through the file service.
+#                   Required for test: tests-infra runs the gateway image's config with them
 #   docker-compose  validating docker-compose.yml (`docker-compose config`; no engine needed)
 #   kubectl         rendering the kustomize overlays (`kubectl kustomize`; Debian package
 #                   kubernetes-client)
@@ -27,7 +28,7 @@ for module in http_echo:libnginx-mod-http-echo \
               http_headers_more_filter:libnginx-mod-http-headers-more-filter; do
   [ -f "/usr/lib/nginx/modules/ngx_${module%%:*}_module.so" ] || optional+=("${module#*:}")
 done
-if [ ${#optional[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ]; then
+if [ ${#optional[@]} -gt 0 ] && [ "$(id -u)" -ne 0 ] && [ "${1:-run}" != test ]; then
   echo "optional: apt-get install ${optional[*]} lets the gateway send multi-chunk files" >&2
   optional=()
 fi

@@ -3,10 +3,24 @@ import re
 import subprocess
 
 import pytest
+import yaml
 
-from conftest import REPO_ROOT, require_tool
+from conftest import (
+    REPO_ROOT,
+    concat_wiring_problems,
+    dockerfile_stages,
+    gateway_concat_location,
+    image_env,
+    image_instructions,
+    image_setting,
+    require_tool,
+    resolve_compose_value,
+)
 
 ROOT_USERS = {"", "root", "0"}
+SERVICES = ("auth-service", "file-service")
+# Build tools that must never reach a final image.
+BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|make|build-essential|python3?-dev|libc6?-dev|pip install)\b")
 
 
 def one_shot_services(compose):
@@ -77,22 +91,19 @@ def test_mongodb_runs_as_a_replica_set_that_initiates_itself(compose):
         assert "replicaSet=rs0" in compose["services"][name]["environment"]["MONGO_URI"]
 
 
-def final_stage_user(dockerfile_text):
-    final_stage = re.split(r"(?im)^FROM\s", dockerfile_text)[-1]
-    users = re.findall(r"(?im)^USER\s+(\S+)", final_stage)
-    return users[-1] if users else ""
+def built_image(service):
+    """(Dockerfile path, the built image's instructions) of a compose service with `build`."""
+    build = service["build"]
+    dockerfile = REPO_ROOT / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+    return dockerfile, image_instructions(dockerfile.read_text(), build.get("args"))
 
 
 def test_no_image_is_built_to_run_as_root(compose):
-    built = {
-        name: service["build"]
-        for name, service in compose["services"].items()
-        if "build" in service
-    }
+    built = {name: service for name, service in compose["services"].items() if "build" in service}
     assert built, "compose builds no image?"
-    for name, build in built.items():
-        dockerfile = REPO_ROOT / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
-        user = final_stage_user(dockerfile.read_text())
+    for name, service in built.items():
+        dockerfile, instructions = built_image(service)
+        user = image_setting(instructions, "USER")
         assert user.split(":")[0] not in ROOT_USERS, f"{name}: {dockerfile} runs as {user!r}"
         assert service_user_is_not_overridden(compose["services"][name]), name
 
@@ -101,15 +112,41 @@ def service_user_is_not_overridden(service):
     return str(service.get("user", "nonroot")).split(":")[0] not in ROOT_USERS
 
 
-@pytest.mark.parametrize("service_dir", ["auth-service", "file-service"])
-def test_service_dockerfile_installs_dependencies_before_the_source(service_dir):
-    text = (REPO_ROOT / service_dir / "Dockerfile").read_text()
+def test_one_dockerfile_builds_both_service_images(compose):
+    """The root Dockerfile, its SERVICE build argument naming the image (satchel/<SERVICE>)."""
+    assert not (REPO_ROOT / "auth-service" / "Dockerfile").exists()
+    assert not (REPO_ROOT / "file-service" / "Dockerfile").exists()
+    built = {}
+    for name, service in compose["services"].items():
+        dockerfile, _ = built_image(service) if "build" in service else (None, None)
+        if dockerfile == REPO_ROOT / "Dockerfile":
+            argument = service["build"]["args"]["SERVICE"]
+            assert service["image"].startswith(f"satchel/{argument}:"), name
+            built[name] = argument
+    assert set(built.values()) == set(SERVICES), built
+    stages, _ = dockerfile_stages((REPO_ROOT / "Dockerfile").read_text())
+    assert set(SERVICES) <= {stage["name"] for stage in stages}
+    assert stages[-1]["base"] == "${SERVICE}", "the image must be the stage SERVICE names"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_image_installs_dependencies_before_the_source(service):
+    text = (REPO_ROOT / "Dockerfile").read_text()
     dependencies = text.index("pip install -c constraints.txt -r requirements.txt")
-    assert dependencies < text.index(f"COPY {service_dir}/ "), "source copied before deps"
+    assert dependencies < text.index("COPY ${SERVICE}/ "), "source copied before deps"
     assert dependencies < text.index("COPY shared/ ")
-    assert re.search(r"(?ms)^HEALTHCHECK\b.*?urllib\.request.*?/healthz", text)
-    assert re.search(r"(?m)^ENTRYPOINT .*exec gunicorn ", text)
-    assert len(re.findall(r"(?im)^FROM\s", text)) >= 2, "not a multi-stage build"
+    assert "constraints.txt" in text[text.index("COPY ${SERVICE}/ "):].split("\n", 2)[1]
+    assert len(dockerfile_stages(text)[0]) >= 2, "not a multi-stage build"
+
+    image = image_instructions(text, {"SERVICE": service})
+    package = {"auth-service": "satchel_auth", "file-service": "satchel_files"}[service]
+    assert re.search(r"urllib\.request.*?/healthz", image_setting(image, "HEALTHCHECK")), service
+    assert re.search(rf"exec gunicorn .*{package}\.wsgi:app", image_setting(image, "ENTRYPOINT"))
+    assert image_setting(image, "USER").split(":")[0] not in ROOT_USERS
+    assert re.fullmatch(r"FROM python:3\.\d+[\w.-]*-slim-\w+", image[0]), image[0]
+    leftovers = [line for line in image if BUILD_TOOLS.search(line)]
+    assert not leftovers, f"the {service} image itself installs: {leftovers}"
+    assert "COPY --from=build /opt/venv /opt/venv" in image
 
 
 def test_named_volumes_are_declared_and_used(compose):
@@ -155,3 +192,76 @@ def test_file_service_gets_every_setting_it_requires(compose):
     environment = compose["services"]["file-service"]["environment"]
     for name in ("JWKS_URL", "BLOB_URL_SECRET", "S3_BUCKET", "MONGO_URI"):
         assert name in environment, name
+
+
+# --- who sends multi-chunk local files: nginx (ACCEL_CONCAT_LOCATION) or the file service -------
+
+def container_env(service):
+    """The environment a compose service's container gets: image defaults, then compose's."""
+    env = image_env(built_image(service)[1]) if "build" in service else {}
+    env.update({k: resolve_compose_value(v) for k, v in (service.get("environment") or {}).items()})
+    return env
+
+
+def container_mounts(service):
+    """{path in the container: volume}, for named volumes and bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source"), volume["target"]
+        mounts[target] = f"volume:{source}"
+    return mounts
+
+
+def concat_wiring(compose):
+    file_service, gateway = compose["services"]["file-service"], compose["services"]["gateway"]
+    return concat_wiring_problems(container_env(file_service), container_mounts(file_service),
+                                  container_env(gateway), container_mounts(gateway))
+
+
+def test_compose_keeps_the_concat_path_off_with_s3(compose):
+    """MinIO: no disk the gateway could read chunks from, so the file service streams them."""
+    assert compose["services"]["file-service"]["environment"]["STORAGE_BACKEND"] == "s3"
+    assert "ACCEL_CONCAT_LOCATION" not in compose["services"]["file-service"]["environment"]
+    assert not concat_wiring(compose)
+
+
+def documented_local_blob_override():
+    """The docker-compose.override.yml that docs/deploy.md gives for the local blob backend."""
+    blocks = re.findall(r"```yaml\n(.*?)```", (REPO_ROOT / "docs" / "deploy.md").read_text(), re.S)
+    found = [block for block in blocks if "ACCEL_CONCAT_LOCATION" in block]
+    assert len(found) == 1, "docs/deploy.md should give one compose override that sets it"
+    return found[0]
+
+
+def test_the_documented_local_blob_override_lets_nginx_send_multi_chunk_files(tmp_path):
+    docker_compose = require_tool("docker-compose", "docker-compose")
+    override = tmp_path / "docker-compose.override.yml"
+    override.write_text(documented_local_blob_override())
+    result = subprocess.run(
+        [docker_compose, "-f", "docker-compose.yml", "-f", str(override), "config"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    merged = yaml.safe_load(result.stdout)
+    environment = merged["services"]["file-service"]["environment"]
+    assert environment["STORAGE_BACKEND"] == "local"
+    assert environment["ACCEL_CONCAT_LOCATION"] == gateway_concat_location()
+    assert not concat_wiring(merged)
+
+
+@pytest.mark.parametrize("change, problem", [
+    ({"STORAGE_BACKEND": "s3", "ACCEL_CONCAT_LOCATION": "/_satchel_concat"}, "with STORAGE_BACKEND=s3"),
+    ({"STORAGE_BACKEND": "local", "ACCEL_CONCAT_LOCATION": "/elsewhere"}, "the gateway's location"),
+    ({"STORAGE_BACKEND": "local", "DATA_DIR": "/not/mounted"}, "are not one volume"),
+])
+def test_the_wiring_check_finds_what_breaks_the_concat_path(change, problem):
+    """The check above, on the documented override spoilt one way at a time."""
+    override = yaml.safe_load(documented_local_blob_override())
+    file_env = {**override["services"]["file-service"]["environment"], **change}
+    problems = concat_wiring_problems(
+        file_env, container_mounts(override["services"]["file-service"]),
+        {"BLOB_ROOT": "/var/lib/satchel/blobs"}, container_mounts(override["services"]["gateway"]))
+    assert any(problem in p for p in problems), problems

@@ -1,9 +1,9 @@
 """gateway/satchel.conf.template: rendered as the gateway container renders it, then `nginx -t`.
 
-The template is an http-context snippet for the nginx image's /etc/nginx/templates mechanism:
-the entrypoint substitutes `$VAR`/`${VAR}` for every *defined* environment variable and leaves
-the rest (nginx's own `$host`, ...) alone. Point SATCHEL_GATEWAY_TEMPLATE at another file to
-try a draft.
+The gateway image's entrypoint (gateway/docker-entrypoint.sh) renders gateway/*.template into
+NGINX_RUN_DIR, substituting `${NAME}` from the environment (as `make run` does) and leaving
+nginx's own `$host`, ... alone; the tests run that very script. Point SATCHEL_GATEWAY_TEMPLATE at
+another satchel.conf.template to try a draft.
 """
 import os
 import pathlib
@@ -13,35 +13,53 @@ import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT, require_tool, resolve_compose_value
-
-TEMPLATE = pathlib.Path(
-    os.environ.get("SATCHEL_GATEWAY_TEMPLATE", REPO_ROOT / "gateway" / "satchel.conf.template")
+from conftest import (
+    REPO_ROOT,
+    gateway_concat_location,
+    image_env,
+    image_instructions,
+    require_tool,
+    resolve_compose_value,
 )
+
+GATEWAY = REPO_ROOT / "gateway"
+TEMPLATE = pathlib.Path(os.environ.get("SATCHEL_GATEWAY_TEMPLATE", GATEWAY / "satchel.conf.template"))
+ENTRYPOINT = GATEWAY / "docker-entrypoint.sh"
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
-# The nginx-unprivileged image's nginx.conf, with its paths moved under the test's tmp dir.
-MAIN_CONF = """\
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 1024; }}
-http {{
-    client_body_temp_path {tmp}/client_temp;
-    proxy_temp_path       {tmp}/proxy_temp_path;
-    fastcgi_temp_path     {tmp}/fastcgi_temp;
-    uwsgi_temp_path       {tmp}/uwsgi_temp;
-    scgi_temp_path        {tmp}/scgi_temp;
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    log_format main '$remote_addr - $remote_user [$time_local] "$request" '
-                    '$status $body_bytes_sent "$http_referer" '
-                    '"$http_user_agent" "$http_x_forwarded_for"';
-    access_log {tmp}/access.log main;
-    sendfile on;
-    keepalive_timeout 65;
-    include {tmp}/conf.d/*.conf;
-}}
-"""
+# Set by the entrypoint itself (the main config's run directory, user and modules).
+ENTRYPOINT_VARIABLES = {"NGINX_RUN_DIR", "NGINX_USER_DIRECTIVE", "NGINX_LOAD_MODULES"}
+CONCAT_MODULES = ("ngx_http_echo_module.so", "ngx_http_headers_more_filter_module.so")
+MODULES_DIR = pathlib.Path("/usr/lib/nginx/modules")
+
+
+def gateway_templates():
+    """The templates the image carries, with the draft (if any) as satchel.conf.template."""
+    templates = {path.name: path for path in GATEWAY.glob("*.template")}
+    templates["satchel.conf.template"] = TEMPLATE
+    return templates
+
+
+def image_defaults():
+    return image_env(image_instructions((GATEWAY / "Dockerfile").read_text()))
+
+
+def require_concat_modules():
+    missing = [m for m in CONCAT_MODULES if not (MODULES_DIR / m).is_file()]
+    if missing:
+        require_tool("/nonexistent/" + missing[0],
+                     "libnginx-mod-http-echo libnginx-mod-http-headers-more-filter")
+
+
+def render_like_the_image(env, run_dir, templates_dir):
+    """Run the image's entrypoint in `render` mode; returns the main config's path."""
+    result = subprocess.run(
+        [str(ENTRYPOINT), "render"],
+        env={"PATH": os.environ["PATH"], **env, "NGINX_RUN_DIR": str(run_dir),
+             "SATCHEL_GATEWAY_TEMPLATES": str(templates_dir)},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return pathlib.Path(result.stdout.strip())
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +72,6 @@ def template():
 def template_variables(text):
     """Upper-case names: environment variables by convention (nginx's own are lower-case)."""
     return {a or b for a, b in ENV_REFERENCE.findall(text) if (a or b).isupper()}
-
-
-def envsubst(text, env):
-    return ENV_REFERENCE.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), text)
 
 
 def compose_gateway_env(compose):
@@ -84,35 +98,42 @@ def test_compose_and_k8s_set_every_variable_the_template_uses(template, compose)
     assert used <= k8s_gateway_env_names(), used - k8s_gateway_env_names()
 
 
-def test_the_image_defaults_every_variable_the_template_uses(template):
-    dockerfile = (REPO_ROOT / "gateway/Dockerfile").read_text()
-    defaults = set(re.findall(r"(?m)^(?:ENV)?\s+([A-Z_][A-Z0-9_]*)=", dockerfile))
-    assert template_variables(template) <= defaults
+def test_the_image_defaults_every_variable_the_templates_use():
+    used = set().union(*(template_variables(path.read_text()) for path in gateway_templates().values()))
+    assert used - ENTRYPOINT_VARIABLES <= set(image_defaults()), used - set(image_defaults())
+    assert ENTRYPOINT_VARIABLES <= used
 
 
-def test_rendered_for_compose_passes_nginx_config_test(template, compose, tmp_path):
+def test_rendered_for_compose_passes_nginx_config_test(compose, tmp_path):
+    """The image's config as compose runs it (the concat location and both modules included)."""
     nginx = shutil.which("nginx") or require_tool("/usr/sbin/nginx", "nginx")
     unshare = require_tool("unshare", "util-linux")
+    require_concat_modules()
     if os.geteuid() != 0:
         pytest.skip("needs root: /etc/hosts is replaced in a private mount namespace")
-    env = compose_gateway_env(compose)
-    env["BLOB_ROOT"] = str(tmp_path / "blobs")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    for name, path in gateway_templates().items():
+        shutil.copy(path, templates / name)
+    env = {**image_defaults(), **compose_gateway_env(compose), "BLOB_ROOT": str(tmp_path / "blobs")}
     (tmp_path / "blobs").mkdir()
-    rendered = envsubst(template, env)
     assert env["AUTH_UPSTREAM"] == "auth-service:8081" and env["FILE_UPSTREAM"] == "file-service:8082"
-    leftover = template_variables(rendered)
-    assert not leftover, f"not substituted: {leftover}"
+    conf = render_like_the_image(env, tmp_path / "run", templates)
 
-    (tmp_path / "conf.d").mkdir()
-    (tmp_path / "conf.d" / "satchel.conf").write_text(rendered)
-    (tmp_path / "nginx.conf").write_text(MAIN_CONF.format(tmp=tmp_path))
+    rendered = "\n".join(p.read_text() for p in sorted(conf.parent.rglob("*.conf")))
+    leftover = {name for name in template_variables(rendered) if name.isupper()}
+    assert not leftover, f"not substituted: {leftover}"
+    for module in CONCAT_MODULES:
+        assert f"load_module {MODULES_DIR / module};" in conf.read_text()
+    concat = (conf.parent / "satchel.d" / "concat.conf").read_text()
+    assert f"location = {gateway_concat_location()} {{" in concat
     # nginx resolves upstream host names while testing the config: give it compose's names.
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost auth-service file-service mongodb minio\n")
     result = subprocess.run(
         [unshare, "--mount", "sh", "-c",
          'mount --bind "$1" /etc/hosts && exec "$2" -t -p "$3" -c "$3/nginx.conf" -e stderr',
-         "sh", str(hosts), nginx, str(tmp_path)],
+         "sh", str(hosts), nginx, str(conf.parent)],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, f"nginx -t failed:\n{result.stderr}\n--- rendered ---\n{rendered}"
@@ -131,6 +152,7 @@ def test_services_keep_idle_connections_longer_than_the_gateway_reuses_them():
         assert timeout, f"upstream without an explicit keepalive_timeout:\n{block}"
         nginx_seconds = int(timeout.group(1))
         assert GUNICORN_KEEP_ALIVE_SECONDS > nginx_seconds
-        for dockerfile in ("auth-service/Dockerfile", "file-service/Dockerfile"):
-            keep_alive = re.search(r"--keep-alive (\d+)", (REPO_ROOT / dockerfile).read_text())
-            assert keep_alive and int(keep_alive.group(1)) > nginx_seconds, dockerfile
+        for service in ("auth-service", "file-service"):
+            image = image_instructions((REPO_ROOT / "Dockerfile").read_text(), {"SERVICE": service})
+            keep_alive = re.search(r"--keep-alive (\d+)", " ".join(image))
+            assert keep_alive and int(keep_alive.group(1)) > nginx_seconds, service

@@ -2,7 +2,7 @@
 import kubernetes_validate
 import pytest
 
-from conftest import render_overlay
+from conftest import REPO_ROOT, concat_wiring_problems, image_env, image_instructions, render_overlay
 
 KUBERNETES_VERSION = "1.30.0"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
@@ -169,3 +169,62 @@ def test_file_service_gets_every_setting_it_requires(rendered):
         names.add(f"envFrom:{source.get('configMapRef', source.get('secretRef', {})).get('name')}")
     for name in ("JWKS_URL", "BLOB_URL_SECRET", "MONGO_URI"):
         assert name in names, (name, sorted(names))
+
+
+IMAGE_DEFAULTS = {
+    "file-service": lambda: image_env(image_instructions(
+        (REPO_ROOT / "Dockerfile").read_text(), {"SERVICE": "file-service"})),
+    "gateway": lambda: image_env(image_instructions((REPO_ROOT / "gateway" / "Dockerfile").read_text())),
+}
+
+
+def deployment(objects, name):
+    [found] = [o for o in objects_of(objects, "Deployment") if o["metadata"]["name"] == name]
+    return found
+
+
+def container_env(objects, workload):
+    """The container's environment: image defaults, ConfigMaps (envFrom), then env; values from
+    Secrets are stood in for by their reference."""
+    config_maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects_of(objects, "ConfigMap")}
+    (_, container), = containers_of(workload)
+    env = IMAGE_DEFAULTS[workload["metadata"]["name"]]()
+    for source in container.get("envFrom", []):
+        env.update(config_maps.get(source.get("configMapRef", {}).get("name"), {}))
+    for item in container.get("env", []):
+        ref = item.get("valueFrom", {})
+        if "configMapKeyRef" in ref:
+            env[item["name"]] = config_maps[ref["configMapKeyRef"]["name"]][ref["configMapKeyRef"]["key"]]
+        else:
+            env[item["name"]] = item.get("value", f"<{ref}>")
+    return env
+
+
+def container_mounts(workload):
+    """{mountPath: volume identity}: a PersistentVolumeClaim is shared by name; anything else
+    (emptyDir, Secret, ...) belongs to its own pod."""
+    pod, container = next(containers_of(workload))
+    volumes = {}
+    for volume in pod.get("volumes", []):
+        claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+        volumes[volume["name"]] = f"pvc:{claim}" if claim else \
+            f"{workload['metadata']['name']}/{volume['name']}"
+    return {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}
+
+
+def test_the_concat_path_agrees_with_the_blob_backend(rendered):
+    """S3 in both overlays: the file service must not hand nginx chunks it cannot read."""
+    _, objects = rendered
+    file_service, gateway = deployment(objects, "file-service"), deployment(objects, "gateway")
+    file_env = container_env(objects, file_service)
+    assert file_env["STORAGE_BACKEND"] == "s3" and "ACCEL_CONCAT_LOCATION" not in file_env
+    assert not concat_wiring_problems(file_env, container_mounts(file_service),
+                                      container_env(objects, gateway), container_mounts(gateway))
+
+
+def test_the_gateway_runs_as_the_file_services_user(rendered):
+    """What a shared local blob volume needs (the service's blobs are mode 0600)."""
+    _, objects = rendered
+    contexts = [deployment(objects, name)["spec"]["template"]["spec"]["securityContext"]
+                for name in ("file-service", "gateway")]
+    assert [(c["runAsUser"], c["runAsGroup"]) for c in contexts] == [(10001, 10001)] * 2
