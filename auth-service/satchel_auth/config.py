@@ -5,19 +5,12 @@ import dataclasses
 import os
 from typing import Optional
 
-from satchel_shared.config import ConfigError, setting
+from satchel_shared.config import ServiceConfig, setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class AuthConfig:
-    mongo_uri: str = setting("MONGO_URI", "mongodb://127.0.0.1:27017", secret=True,
-                             help="MongoDB connection string (may hold credentials)")
+class AuthConfig(ServiceConfig):
     mongo_db: str = setting("MONGO_DB", "satchel_auth")
-    log_level: str = setting("LOG_LEVEL", "INFO")
-    jwt_issuer: str = setting("JWT_ISSUER", "satchel-auth")
-    jwt_audience: str = setting("JWT_AUDIENCE", "satchel")
-    trusted_proxy_count: int = setting("TRUSTED_PROXY_COUNT", 0,
-                                       help="proxies in front of us whose X-Forwarded-For we trust")
     jwt_keys_dir: str = setting("JWT_KEYS_DIR", help="directory of Ed25519 PEM private keys <kid>.pem")
     jwt_active_kid: Optional[str] = setting("JWT_ACTIVE_KID", None,
                                             help="kid that signs new tokens; default: newest key file")
@@ -31,12 +24,10 @@ class AuthConfig:
     login_max_failures_per_ip: int = setting("LOGIN_MAX_FAILURES_PER_IP", 20,
                                              help="failed logins per client address before it is locked")
 
-    def validate(self) -> None:
-        problems = []
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if not 4 <= self.bcrypt_rounds <= 16:
             problems.append(f"BCRYPT_ROUNDS must be between 4 and 16, got {self.bcrypt_rounds}")
-        if self.trusted_proxy_count < 0:
-            problems.append("TRUSTED_PROXY_COUNT must not be negative")
         for env, value in (
             ("ACCESS_TOKEN_TTL_SECONDS", self.access_token_ttl_seconds),
             ("REFRESH_TOKEN_TTL_SECONDS", self.refresh_token_ttl_seconds),
@@ -51,5 +42,4 @@ class AuthConfig:
         elif not os.path.isdir(self.jwt_keys_dir):
             problems.append(f"JWT_KEYS_DIR {self.jwt_keys_dir!r} is not a directory "
                             "(create a key with: python -m satchel_auth.keys generate --dir DIR)")
-        if problems:
-            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return problems

@@ -8,11 +8,12 @@ import sys
 import threading
 from pathlib import Path
 
+from satchel_shared.config import ConfigError
+
 from .stack import Stack, StackConfig, StackError
 
 
-def run(root: Path) -> int:
-    config = StackConfig.from_env(root)
+def run(config: StackConfig) -> int:
     stack = Stack(config)
     stopping = threading.Event()
 
@@ -53,9 +54,9 @@ def run(root: Path) -> int:
     return status
 
 
-def admin(root: Path, arguments: list[str]) -> int:
+def admin(config: StackConfig, arguments: list[str]) -> int:
     """Run the file service's admin CLI (fsck, gc) against this stack's database and blobs."""
-    stack = Stack(StackConfig.from_env(root))
+    stack = Stack(config)
     command = [stack.config.python, "-m", "satchel_files.cli", *arguments]
     return subprocess.run(command, env=stack.service_env()).returncode
 
@@ -72,9 +73,14 @@ def main(argv: list[str] | None = None) -> int:
     admin_parser.add_argument("--root", type=Path, default=Path.cwd())
     admin_parser.add_argument("arguments", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    try:
+        config = StackConfig.from_env(args.root)
+    except ConfigError as exc:  # names every bad variable; nothing has started
+        print(f"satchel-stack: {exc}", file=sys.stderr)
+        return 1
     if args.command == "admin":
-        return admin(args.root, args.arguments)
-    return run(args.root)
+        return admin(config, args.arguments)
+    return run(config)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import requests
 
+from satchel_shared.config import FileThreads, load_config, setting
+
 from .template import render
 
 HOST = "127.0.0.1"
@@ -31,51 +33,50 @@ class StackError(RuntimeError):
     pass
 
 
-def _env_int(environ, name: str, default: int) -> int:
-    raw = environ.get(name, "")
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise StackError(f"{name} must be a whole number, got {raw!r}") from None
+@dataclass(frozen=True)
+class StackConfig(FileThreads):
+    """The devstack's settings, read by `from_env` the way the services read theirs; FILE_THREADS
+    is the declaration the file service reads too (satchel_shared.config.FileThreads)."""
 
-
-@dataclass
-class StackConfig:
     root: Path
     var_dir: Path
-    gateway_port: int = 8080
-    auth_port: int = 8081
-    file_port: int = 8082
-    mongo_port: int = 27017
-    auth_workers: int = 2
-    file_workers: int = 2
-    file_threads: int = 32  # gthread: see file-service/Dockerfile for why
-    auth_rate_limit: str = "60r/m"
-    auth_rate_burst: int = 20
-    cors_origin_regex: str = "^$"
-    client_max_body_size: str = "2g"
+    gateway_port: int = setting("GATEWAY_PORT", 8080, help="the only port clients need")
+    auth_port: int = setting("AUTH_PORT", 8081)
+    file_port: int = setting("FILE_PORT", 8082)
+    mongo_port: int = setting("MONGO_PORT", 27017, help="nx-27017's port")
+    auth_workers: int = setting("AUTH_WORKERS", 2, help="gunicorn workers")
+    file_workers: int = setting("FILE_WORKERS", 2, help="gunicorn workers")
+    auth_rate_limit: str = setting("AUTH_RATE_LIMIT", "60r/m",
+                                   help="gateway limit on register/login/refresh per address")
+    auth_rate_burst: int = setting("AUTH_RATE_BURST", 20)
+    cors_origin_regex: str = setting("CORS_ORIGIN_REGEX", "^$")
+    client_max_body_size: str = setting("CLIENT_MAX_BODY_SIZE", "2g")
     service_env: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
 
     @classmethod
     def from_env(cls, root: Path, environ=None) -> "StackConfig":
+        """Raises ConfigError naming every bad variable."""
         environ = os.environ if environ is None else environ
         var_dir = Path(environ.get("SATCHEL_VAR") or root / "var").resolve()
-        return cls(
-            root=root.resolve(),
-            var_dir=var_dir,
-            gateway_port=_env_int(environ, "GATEWAY_PORT", 8080),
-            auth_port=_env_int(environ, "AUTH_PORT", 8081),
-            file_port=_env_int(environ, "FILE_PORT", 8082),
-            mongo_port=_env_int(environ, "MONGO_PORT", 27017),
-            auth_workers=_env_int(environ, "AUTH_WORKERS", 2),
-            file_workers=_env_int(environ, "FILE_WORKERS", 2),
-            file_threads=_env_int(environ, "FILE_THREADS", 32),
-            auth_rate_limit=environ.get("AUTH_RATE_LIMIT", "60r/m"),
-            auth_rate_burst=_env_int(environ, "AUTH_RATE_BURST", 20),
-            cors_origin_regex=environ.get("CORS_ORIGIN_REGEX", "^$"),
-            client_max_body_size=environ.get("CLIENT_MAX_BODY_SIZE", "2g"),
-        )
+        return load_config(cls, environ, root=root.resolve(), var_dir=var_dir)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """Each port by the variable that sets it."""
+        return {"GATEWAY_PORT": self.gateway_port, "AUTH_PORT": self.auth_port,
+                "FILE_PORT": self.file_port, "MONGO_PORT": self.mongo_port}
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        for env, port in self.ports.items():
+            if not 1 <= port <= 65535:
+                problems.append(f"{env} must be between 1 and 65535, got {port}")
+        for env, workers in (("AUTH_WORKERS", self.auth_workers),
+                             ("FILE_WORKERS", self.file_workers)):
+            if workers < 1:
+                problems.append(f"{env} must be at least 1, got {workers}")
+        return problems
 
     @property
     def base_url(self) -> str:
@@ -223,8 +224,7 @@ class Stack:
     # --- lifecycle ---------------------------------------------------------------------------
     def prepare(self) -> None:
         c = self.config
-        for port, name in ((c.gateway_port, "GATEWAY_PORT"), (c.auth_port, "AUTH_PORT"),
-                           (c.file_port, "FILE_PORT"), (c.mongo_port, "MONGO_PORT")):
+        for name, port in c.ports.items():
             if not _port_is_free(port):
                 raise StackError(f"port {port} is in use; set {name} to a free port")
         for directory in ("mongo", "keys", "data", "log", "run"):

@@ -1,22 +1,17 @@
+"""The file service's settings, read once from the environment (see satchel_shared.config)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
-from satchel_shared.config import ConfigError, setting
+from satchel_shared.config import FileThreads, ServiceConfig, setting
 
 
 @dataclass(frozen=True, kw_only=True)
-class Config:
-    mongo_uri: str = setting("MONGO_URI", "mongodb://127.0.0.1:27017", secret=True)
+class Config(FileThreads, ServiceConfig):
     mongo_db: str = setting("MONGO_DB", "satchel_files")
-    log_level: str = setting("LOG_LEVEL", "INFO")
-    trusted_proxy_count: int = setting("TRUSTED_PROXY_COUNT", 0,
-                                       help="Reverse proxies in front (1 behind the gateway).")
     jwks_url: str = setting("JWKS_URL", help="The auth service's JWKS document.")
     jwks_cache_seconds: int = setting("JWKS_CACHE_SECONDS", 300)
-    jwt_issuer: str = setting("JWT_ISSUER", "satchel-auth")
-    jwt_audience: str = setting("JWT_AUDIENCE", "satchel")
     storage_backend: str = setting("STORAGE_BACKEND", "local", help="local or s3")
     data_dir: str = setting("DATA_DIR", "var/data", help="Root of the local blob backend.")
     blob_url_secret: Optional[str] = setting("BLOB_URL_SECRET", None, secret=True,
@@ -56,8 +51,6 @@ class Config:
     gc_grace_seconds: int = setting(
         "GC_GRACE_SECONDS", 3600,
         help="Age before unreferenced blobs, leftovers and dead requests' intents are removed.")
-    file_threads: int = setting("FILE_THREADS", 32,
-                                help="Threads per gunicorn worker (gthread): the same variable.")
     changes_max_waiting: Optional[int] = setting(
         "CHANGES_MAX_WAITING", None,
         help="Long-polls one worker holds at once (default FILE_THREADS - 8, at least 1); "
@@ -80,8 +73,8 @@ class Config:
             return self.storage_backend == "local"
         return self.accel_redirect and self.storage_backend == "local"
 
-    def validate(self) -> None:
-        problems = []
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if self.storage_backend not in ("local", "s3"):
             problems.append("STORAGE_BACKEND must be 'local' or 's3'")
         if not self.blob_url_secret:
@@ -106,8 +99,6 @@ class Config:
             problems.append("UPLOAD_TTL_SECONDS must be at least 60")
         if self.gc_grace_seconds < 60:
             problems.append("GC_GRACE_SECONDS must be at least 60")
-        if self.file_threads < 2:
-            problems.append("FILE_THREADS must be at least 2")
         if self.changes_max_waiting is not None and not \
                 1 <= self.changes_max_waiting < self.file_threads:
             problems.append("CHANGES_MAX_WAITING must be at least 1 and below FILE_THREADS")
@@ -120,5 +111,4 @@ class Config:
             problems.append("ACCEL_CONCAT_LOCATION must start with /")
         if not self.accel_redirect_prefix.startswith("/"):
             problems.append("ACCEL_REDIRECT_PREFIX must start with /")
-        if problems:
-            raise ConfigError("invalid configuration: " + "; ".join(problems))
+        return problems

@@ -1,14 +1,21 @@
 """Configuration read once from the environment, failing fast at start-up.
 
-A service declares its settings as a frozen dataclass whose fields carry the environment
-variable name in their metadata (see `setting`). `load_config` parses each value by the field's
-type, collects every problem before raising, and `describe` renders the effective config for the
-start-up log with secrets masked.
+A config class is a frozen dataclass whose fields carry the environment variable name in their
+metadata (see `setting`). `load_config` parses each value by the field's type, collects every
+problem before raising, then asks the config for the problems only its values together show
+(`Settings.problems`); `describe` renders the effective config for the start-up log with secrets
+masked.
+
+The settings more than one program reads are declared here once, with their checks:
+`ServiceConfig` (every service) and `FileThreads` (the file service and the devstack that starts
+its gunicorn), so that a variable means the same thing, default and checks included, everywhere.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -20,6 +27,10 @@ C = TypeVar("C")
 
 class ConfigError(RuntimeError):
     """The environment does not describe a runnable service."""
+
+    @classmethod
+    def from_problems(cls, problems: list[str]) -> ConfigError:
+        return cls("invalid configuration: " + "; ".join(problems))
 
 
 def setting(env: str, default: Any = REQUIRED, *, secret: bool = False, help: str = "") -> Any:
@@ -40,10 +51,12 @@ def _parse(raw: str, kind: Any) -> Any:
         if lowered in ("0", "false", "no", "off", ""):
             return False
         raise ValueError(f"expected a boolean, got {raw!r}")
-    if kind is int:
-        return int(raw.strip())
-    if kind is float:
-        return float(raw.strip())
+    if kind in (int, float):
+        try:
+            return kind(raw.strip())
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise ValueError(f"expected {expected}, got {raw!r}") from None
     if typing.get_origin(kind) is tuple:
         return tuple(item.strip() for item in raw.split(",") if item.strip())
     return raw
@@ -63,7 +76,7 @@ def load_config(cls: type[C], environ: Mapping[str, str] | None = None, **overri
         if env is None:
             continue
         kind = hints[field.name]
-        if typing.get_origin(kind) is typing.Union:  # Optional[X]: empty means None
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # Optional: empty is None
             kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
             if environ.get(env, "") == "":
                 if field.default is REQUIRED:
@@ -79,7 +92,7 @@ def load_config(cls: type[C], environ: Mapping[str, str] | None = None, **overri
     if overrides:
         raise TypeError(f"unknown config overrides: {sorted(overrides)}")
     if problems:
-        raise ConfigError("invalid configuration: " + "; ".join(problems))
+        raise ConfigError.from_problems(problems)
     config = cls(**values)
     validate = getattr(config, "validate", None)
     if validate is not None:
@@ -99,3 +112,59 @@ def describe(config: Any) -> dict[str, Any]:
             value = list(value)
         described[env] = value
     return described
+
+
+class Settings:
+    """A config class's checks of its parsed values; every class in a hierarchy adds its own."""
+
+    def problems(self) -> list[str]:
+        """What is wrong, one message per problem, each naming its variable.
+
+        An override starts from `super().problems()`, so the checks of every base still run.
+        """
+        return []
+
+    def validate(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise ConfigError.from_problems(problems)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServiceConfig(Settings):
+    """What every Satchel service reads: its database, its log level, the tokens it trusts and
+    the proxies in front of it. A service subclasses it, giving `mongo_db` its default."""
+
+    mongo_uri: str = setting("MONGO_URI", "mongodb://127.0.0.1:27017", secret=True,
+                             help="MongoDB connection string (may hold credentials)")
+    mongo_db: str = setting("MONGO_DB", help="the service's own database")
+    log_level: str = setting("LOG_LEVEL", "INFO")
+    jwt_issuer: str = setting("JWT_ISSUER", "satchel-auth", help="`iss` of every token")
+    jwt_audience: str = setting("JWT_AUDIENCE", "satchel", help="`aud` of every access token")
+    trusted_proxy_count: int = setting(
+        "TRUSTED_PROXY_COUNT", 0,
+        help="proxies in front whose X-Forwarded-For is trusted (1 behind the gateway)")
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            problems.append("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+                            f"got {self.log_level!r}")
+        if self.trusted_proxy_count < 0:
+            problems.append("TRUSTED_PROXY_COUNT must not be negative")
+        return problems
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FileThreads(Settings):
+    """FILE_THREADS, read by the file service (it holds long-polls below it) and by the devstack
+    (it starts the file service's gunicorn with that many threads)."""
+
+    file_threads: int = setting("FILE_THREADS", 32,
+                                help="gthread threads per file-service gunicorn worker")
+
+    def problems(self) -> list[str]:
+        problems = super().problems()
+        if self.file_threads < 2:
+            problems.append("FILE_THREADS must be at least 2")
+        return problems
