@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +17,7 @@ from pathlib import Path
 import requests
 
 from .benchmarks import raw_put, sha256_ceiling
-from .context import TIMEOUT, BenchContext, check_status, log, settle_disk
+from .context import TIMEOUT, BenchContext, check_status, log, register_user, settle_disk
 from .payload import MIB, Payload, generate
 from .registry import BenchError, Row, benchmark, limit_row, throughput_row
 from .rss import CpuMeter
@@ -44,16 +43,7 @@ class ChunkedClient:
     def __init__(self, ctx: BenchContext):
         self.ctx = ctx
         self.base_url = ctx.base_url
-        email = f"bench-chunked-{secrets.token_hex(6)}@example.com"
-        password = f"bench {secrets.token_urlsafe(12)} satchel"
-        with requests.Session() as session:
-            check_status(session.post(f"{self.base_url}/api/v1/auth/register",
-                                      json={"email": email, "password": password},
-                                      timeout=TIMEOUT), 201, what="register")
-            response = session.post(f"{self.base_url}/api/v1/auth/login",
-                                    json={"email": email, "password": password}, timeout=TIMEOUT)
-            check_status(response, 200, what="login")
-        self.headers = {"Authorization": f"Bearer {response.json()['token']}"}
+        self.headers, _ = register_user(self.base_url, "chunked")
         self.chunk_size = requests.get(f"{self.base_url}/api/v1/config",
                                        timeout=TIMEOUT).json()["chunk_size_bytes"]
         self._local = threading.local()

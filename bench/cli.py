@@ -10,7 +10,7 @@ import time
 import traceback
 from pathlib import Path
 
-from . import benchmarks, chunked, pages  # noqa: F401  (registers the benchmarks)
+from . import benchmarks, chunked, pages, small  # noqa: F401  (registers the benchmarks)
 from .context import BenchContext, log
 from .machine import facts as machine_facts
 from .payload import MIB

@@ -37,6 +37,23 @@ def check_status(response: requests.Response, *expected: int, what: str) -> None
                          f"{'/'.join(map(str, expected))}): {response.text[:500]!r}")
 
 
+def register_user(base_url: str, label: str) -> tuple[dict[str, str], str]:
+    """A new user: (bearer headers, user id)."""
+    email = f"bench-{label}-{secrets.token_hex(6)}@example.com"
+    password = f"bench {secrets.token_urlsafe(12)} {label}"
+    with requests.Session() as session:
+        check_status(session.post(f"{base_url}/api/v1/auth/register",
+                                  json={"email": email, "password": password}, timeout=TIMEOUT),
+                     201, what="register")
+        response = session.post(f"{base_url}/api/v1/auth/login",
+                                json={"email": email, "password": password}, timeout=TIMEOUT)
+        check_status(response, 200, what="login")
+        headers = {"Authorization": f"Bearer {response.json()['token']}"}
+        me = session.get(f"{base_url}/api/v1/auth/me", headers=headers, timeout=TIMEOUT)
+        check_status(me, 200, what="me")
+    return headers, me.json()["id"]
+
+
 @dataclass
 class UploadOutcome:
     user_file_id: str
