@@ -41,6 +41,13 @@ fsck: install ## Check ref counts and blobs of the make-run stack (ARGS=--repair
 gc: install ## Remove unreferenced bytes of the make-run stack (ARGS="--dry-run")
 	$(BIN)/satchel-stack admin gc $(ARGS)
 
+.PHONY: backup restore
+backup: install ## Back up the make-run stack (running or not) into DIR=new-dir (docs/operations.md)
+	$(BIN)/satchel-stack admin backup "$(DIR)"
+
+restore: install ## Restore DIR=backup into an empty SATCHEL_VAR (stack stopped), then fsck --repair
+	$(BIN)/satchel-stack admin restore "$(DIR)"
+
 bench: install ## Benchmarks vs this machine's limits (raw nginx, hashlib); BENCH_ARGS=--size-mib 256
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,5 +1,6 @@
 """What the end-to-end tests share: the test stack's settings and small request helpers."""
 import hashlib
+import os
 from pathlib import Path
 
 from satchel_devstack.stack import StackConfig, free_port
@@ -27,6 +28,13 @@ def stack_config(var_dir: Path, **overrides) -> StackConfig:
     )
     values.update(overrides)
     return StackConfig(**values)
+
+
+def cli_env(config: StackConfig) -> dict[str, str]:
+    """The environment under which `satchel-stack` (the CLI) means the stack `config` is."""
+    return {**os.environ, **config.service_env, "SATCHEL_VAR": str(config.var_dir),
+            **{name: str(port) for name, port in config.ports.items()},
+            "AUTH_WORKERS": str(config.auth_workers), "FILE_WORKERS": str(config.file_workers)}
 
 
 def upload(api, headers, *files, field="files"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from satchel_shared.config import ConfigError
 
+from .backup import backup, restore
 from .stack import Stack, StackConfig, StackError
 
 
@@ -55,10 +56,40 @@ def run(config: StackConfig) -> int:
 
 
 def admin(config: StackConfig, arguments: list[str]) -> int:
-    """Run the file service's admin CLI (fsck, gc) against this stack's database and blobs."""
+    """backup/restore (satchel_devstack.backup), or the file service's admin CLI (fsck, gc)
+    against this stack's database and blobs."""
     stack = Stack(config)
+    if arguments[:1] in (["backup"], ["restore"]):
+        return backup_or_restore(stack, arguments)
     command = [stack.config.python, "-m", "satchel_files.cli", *arguments]
     return subprocess.run(command, env=stack.service_env()).returncode
+
+
+def backup_or_restore(stack: Stack, arguments: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"satchel-stack admin {arguments[0]}",
+        description="backup: the stack's databases, keys, secrets and blobs into DIR, a new "
+                    "directory (the stack may be running). restore: DIR into an empty "
+                    "SATCHEL_VAR (the stack stopped), then fsck --repair. docs/operations.md")
+    parser.add_argument("directory", metavar="DIR")
+    args = parser.parse_args(arguments[1:])
+    if not args.directory.strip():
+        parser.error("give DIR (make backup DIR=/path/to/new/dir)")
+    directory = Path(args.directory)
+    try:
+        if arguments[0] == "restore":
+            status = restore(stack, directory)
+            print("restored; start it with `make run`" if status == 0 else
+                  "restored, but fsck --repair left problems (above)", flush=True)
+            return status
+        manifest = backup(stack, directory)
+    except StackError as exc:
+        print(f"satchel-stack: {exc}", file=sys.stderr)
+        return 1
+    print(f"backed up {', '.join(manifest['databases'])}, keys, secrets and {manifest['blobs']} "
+          f"blobs ({manifest['blob_bytes']} bytes) into {directory} in "
+          f"{manifest['seconds']:.1f} s", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--root", type=Path, default=Path.cwd(),
                             help="the Satchel checkout (default: the current directory)")
     admin_parser = sub.add_parser(
-        "admin", help="file-service admin commands (fsck, gc) against this stack, e.g. "
-                      "`satchel-stack admin fsck --repair` (the stack must be running)")
+        "admin", help="file-service admin commands (fsck, gc; the stack must be running) "
+                      "against this stack, e.g. `satchel-stack admin fsck --repair`; and "
+                      "`backup DIR`, `restore DIR` (docs/operations.md)")
     admin_parser.add_argument("--root", type=Path, default=Path.cwd())
     admin_parser.add_argument("arguments", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

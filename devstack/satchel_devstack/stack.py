@@ -222,11 +222,14 @@ class Stack:
         return main_conf
 
     # --- lifecycle ---------------------------------------------------------------------------
-    def prepare(self) -> None:
-        c = self.config
-        for name, port in c.ports.items():
+    def check_ports(self) -> None:
+        for name, port in self.config.ports.items():
             if not _port_is_free(port):
                 raise StackError(f"port {port} is in use; set {name} to a free port")
+
+    def prepare(self) -> None:
+        c = self.config
+        self.check_ports()
         for directory in ("mongo", "keys", "data", "log", "run"):
             self.path(directory).mkdir(parents=True, exist_ok=True)
         subprocess.run(
@@ -239,13 +242,7 @@ class Stack:
         c = self.config
         env = self.service_env()
         try:
-            mongo = self._spawn("mongo", [
-                c.python, "-m", "satchel_devstack.mongo_server", "--data-dir",
-                str(self.path("mongo")), "--host", HOST, "--port", str(c.mongo_port),
-                "--log-file", str(self.path("log", "mongo-nx.log")),
-                "--pid-file", str(self.path("run", "mongo.pid")),
-            ], env)
-            self._wait_for_port(mongo, c.mongo_port, timeout_seconds)
+            self.start_database(timeout_seconds=timeout_seconds)
             auth = self._spawn("auth-service", self._gunicorn(
                 "satchel_auth.wsgi:app", c.auth_port, c.auth_workers, "sync"), env)
             self._wait_for_http(auth, f"http://{HOST}:{c.auth_port}/readyz", timeout_seconds)
@@ -260,6 +257,17 @@ class Stack:
         except BaseException:
             self.stop()
             raise
+
+    def start_database(self, *, timeout_seconds: float = 60) -> None:
+        """nx-27017 alone (after prepare()): the first step of start(), and what a restore needs."""
+        c = self.config
+        mongo = self._spawn("mongo", [
+            c.python, "-m", "satchel_devstack.mongo_server", "--data-dir",
+            str(self.path("mongo")), "--host", HOST, "--port", str(c.mongo_port),
+            "--log-file", str(self.path("log", "mongo-nx.log")),
+            "--pid-file", str(self.path("run", "mongo.pid")),
+        ], self.service_env())
+        self._wait_for_port(mongo, c.mongo_port, timeout_seconds)
 
     def _gunicorn(self, app: str, port: int, workers: int, worker_class: str) -> list[str]:
         argv = [
