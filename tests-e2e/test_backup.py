@@ -4,7 +4,8 @@ Two users write files continuously while `satchel-stack admin backup` runs; afte
 files are deleted and gc removes their bytes from the live stack. The backup is restored into a
 new SATCHEL_VAR and started on other ports: every file of the backup's database snapshot
 downloads byte for byte, nothing newer is there, passwords and refresh tokens behave as
-documented, and fsck finds nothing to repair.
+documented, and fsck finds nothing to repair. A change cursor (or `since`) from after the backup
+gets 410 `reset` after the restore, also once the restored feed's new changes pass its number.
 """
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 import requests
 
 from satchel_devstack.stack import Stack
+from satchel_files.schemas import decode_change_cursor, encode_change_cursor
 from satchel_e2e import CHUNK_SIZE, PASSWORD, ROOT, cli_env, sha256, stack_config
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("BASE_URL")), reason="starts its own stacks")
@@ -229,6 +231,7 @@ def test_a_backup_taken_under_load_restores_every_file_of_its_snapshot(tmp_path)
         newer = alice.refresh(rotated_after_backup)
         assert newer.status_code == 200
         after_cursor = alice.call("GET", "/api/v1/changes/latest").json()["cursor"]
+        after_backup_ms = int(time.time() * 1000)
         late = User(config.base_url)
         late.register()
         gc = admin(config, "gc", "--grace-seconds", "0")
@@ -309,6 +312,26 @@ def test_a_backup_taken_under_load_restores_every_file_of_its_snapshot(tmp_path)
         assert report["clean"] and report["problems"] == [], report
         assert report["checked"]["stored_blobs"] == report["checked"]["blobs"], report
         assert_every_file_downloads()
+
+        # the restored feed numbers on from the backup's last change: once alice's new changes
+        # pass the number of her cursor from after the backup, it still gets 410, never a page
+        # that skips the changes numbered between
+        restarted, after = (decode_change_cursor(cursor) for cursor in (
+            alice.call("GET", "/api/v1/changes/latest").json()["cursor"], after_cursor))
+        assert restarted.epoch != after.epoch and restarted.seq < after.seq
+        count = after.seq + 2 - restarted.seq
+        for n in range(count):
+            data = f"uploaded after the restore {n}".encode()
+            contents[alice.upload(data, f"new-{n}.txt")] = data
+        latest = alice.call("GET", "/api/v1/changes/latest").json()["cursor"]
+        assert decode_change_cursor(latest) == (restarted.epoch, after.seq + 2)
+        gone = alice.call("GET", f"/api/v1/changes?cursor={after_cursor}")
+        assert gone.status_code == 410 and gone.json()["error"]["code"] == "reset", gone.text
+        undone = alice.call("GET", f"/api/v1/changes?since={after_backup_ms}")
+        assert undone.status_code == 410 and undone.json()["error"]["code"] == "reset"
+        followed = alice.call("GET", "/api/v1/changes", params={
+            "cursor": encode_change_cursor(restarted.seq, restarted.epoch), "limit": 1000}).json()
+        assert len(followed["changes"]) == count and followed["cursor"] == latest
     finally:
         restored.stop()
     print(f"backup under load, restore and checks: {time.monotonic() - started:.1f} s")

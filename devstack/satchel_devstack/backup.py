@@ -14,7 +14,9 @@ Why this order is consistent (docs/operations.md has the whole argument):
 
 A restore fills an EMPTY SATCHEL_VAR, then, with only nx-27017 running, ends the requests that
 were in flight at the snapshot (their reference intents: no process of theirs survives a
-restore) and runs `fsck --repair`, which sets every count from the documents.
+restore), starts a new change feed epoch (`reset-feed`: the restored feed numbers on from the
+backup's last change, so every sync client's cursor must get 410 `reset`, before any client can
+reach the service) and runs `fsck --repair`, which sets every count from the documents.
 """
 from __future__ import annotations
 
@@ -164,12 +166,20 @@ def restore(stack: Stack, source: Path) -> int:
         stack.start_database()
         ended = end_requests_in_flight(stack)
         print(f"restored the backup of {manifest['started_at']}; ended {ended} requests that "
-              f"were in flight at the snapshot; fsck --repair:", flush=True)
-        env = stack.service_env()
-        return subprocess.run([stack.config.python, "-m", "satchel_files.cli", "fsck",
-                               "--repair"], env=env).returncode
+              f"were in flight at the snapshot", flush=True)
+        if _file_service_cli(stack, "reset-feed") != 0:
+            raise BackupError(f"could not start a new change feed epoch (above): sync clients "
+                              f"could miss changes; move {stack.config.var_dir} away and "
+                              f"restore again")
+        print("fsck --repair:", flush=True)
+        return _file_service_cli(stack, "fsck", "--repair")
     finally:
         stack.stop()
+
+
+def _file_service_cli(stack: Stack, *arguments: str) -> int:
+    return subprocess.run([stack.config.python, "-m", "satchel_files.cli", *arguments],
+                          env=stack.service_env()).returncode
 
 
 def end_requests_in_flight(stack: Stack) -> int:

@@ -161,3 +161,37 @@ def test_a_restore_needs_a_complete_backup_of_a_known_format(tmp_path, manifest,
     with pytest.raises(BackupError, match=message):
         restore(make_stack(tmp_path / "var"), source)
     assert not (tmp_path / "var").exists()
+
+
+@pytest.fixture
+def restore_commands(monkeypatch):
+    """`restore` with nx-27017 not started: the file-service commands it runs, in order; each
+    exits with the status `statuses` gives for its name (0 by default)."""
+    ran, statuses = [], {}
+
+    def run(command, env):
+        arguments = command[command.index("satchel_files.cli") + 1:]
+        ran.append(arguments)
+        return backup_module.subprocess.CompletedProcess(command, statuses.get(arguments[0], 0))
+
+    monkeypatch.setattr(Stack, "check_ports", lambda stack: None)
+    monkeypatch.setattr(Stack, "start_database", lambda stack: None)
+    monkeypatch.setattr(backup_module, "end_requests_in_flight", lambda stack: 0)
+    monkeypatch.setattr(backup_module.subprocess, "run", run)
+    return ran, statuses
+
+
+def test_a_restore_starts_a_new_change_feed_epoch_before_fsck(var, tmp_path, restore_commands):
+    ran, _ = restore_commands
+    backup(make_stack(var), tmp_path / "backup")
+    assert restore(make_stack(tmp_path / "restored"), tmp_path / "backup") == 0
+    assert ran == [["reset-feed"], ["fsck", "--repair"]]
+
+
+def test_a_restore_whose_feed_reset_fails_is_not_complete(var, tmp_path, restore_commands):
+    ran, statuses = restore_commands
+    statuses["reset-feed"] = 1
+    backup(make_stack(var), tmp_path / "backup")
+    with pytest.raises(BackupError, match="could not start a new change feed epoch"):
+        restore(make_stack(tmp_path / "restored"), tmp_path / "backup")
+    assert ran == [["reset-feed"]]

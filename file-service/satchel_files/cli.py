@@ -1,5 +1,6 @@
 """Admin commands: `python -m satchel_files.cli fsck [--repair] [--json]`,
-`python -m satchel_files.cli gc [--grace-seconds N] [--dry-run]` (also `flask fsck`, `flask gc`).
+`python -m satchel_files.cli gc [--grace-seconds N] [--dry-run]`,
+`python -m satchel_files.cli reset-feed` (also `flask fsck`, `flask gc`, `flask reset-feed`).
 
 Configuration comes from the same environment as the service (MONGO_URI, STORAGE_BACKEND, ...).
 fsck exits 0 when everything is consistent (or was repaired), 1 when problems remain.
@@ -14,7 +15,7 @@ import click
 from flask import current_app, has_app_context
 
 
-def _maintenance():
+def _app():
     context = click.get_current_context()
     app = (context.obj or {}).get("app")
     if app is None and has_app_context():
@@ -27,7 +28,11 @@ def _maintenance():
         # Admin commands verify no tokens; JWKS_URL is only required to build the web app.
         config = load_config(Config, jwks_url=os.environ.get("JWKS_URL") or "http://unused.invalid/")
         app = create_app(config)
-    return app.extensions["satchel.maintenance"]
+    return app
+
+
+def _maintenance():
+    return _app().extensions["satchel.maintenance"]
 
 
 @click.command("fsck")
@@ -62,6 +67,15 @@ def gc_command(grace_seconds: int | None, dry_run: bool) -> None:
     click.echo(f"{verb} {details or 'nothing'} ({report.removed_bytes} bytes)")
 
 
+@click.command("reset-feed")
+def reset_feed_command() -> None:
+    """Start a new change feed epoch: every sync client's cursor gets 410 `reset` and the
+    client lists its files again. Run it after restoring the database, before the service
+    serves anyone (docs/operations.md)."""
+    epoch = _app().extensions["satchel.changes"].start_epoch()
+    click.echo(f"new change feed epoch {epoch.id}: every cursor issued before it gets 410 reset")
+
+
 @click.group()
 def cli() -> None:
     """Satchel file service administration."""
@@ -69,10 +83,11 @@ def cli() -> None:
 
 cli.add_command(fsck_command)
 cli.add_command(gc_command)
+cli.add_command(reset_feed_command)
 
 
 def flask_commands() -> list[click.Command]:
-    return [fsck_command, gc_command]
+    return [fsck_command, gc_command, reset_feed_command]
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from satchel_shared.errors import ApiError
 from satchel_shared.fields import Text
 
 from .repositories.listing import MAX_MS
+from .services.changes import ChangeCursor
 from .services.clock import to_ms
 
 MAX_FILENAME_BYTES = 255
@@ -103,11 +104,22 @@ def _user_file_id(text: str) -> str:
     return text
 
 
-# the list: keyset (created_ms, user_file_id), 'v1:<ms>:<id>'; the change feed: 'c1:<seq>'
+def _epoch_id(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{16}", text):
+        raise ValueError(text)
+    return text
+
+
+# the list: keyset (created_ms, user_file_id), 'v1:<ms>:<id>'; the change feed:
+# 'c2:<epoch>:<seq>', and 'c1:<seq>' as issued before the feed had epochs (services/changes.py)
 LIST_CURSOR = CursorCodec("v1", _whole_number(MAX_MS), _user_file_id, max_length=200,
                           error="Not a cursor this service issued.")
-CHANGE_CURSOR = CursorCodec("c1", _whole_number(10**12 - 1), max_length=40,
-                            error="Not a change cursor this service issued.")
+_MAX_SEQ = 10**12 - 1
+_NOT_A_CHANGE_CURSOR = "Not a change cursor this service issued."
+CHANGE_CURSOR = CursorCodec("c2", _epoch_id, _whole_number(_MAX_SEQ), max_length=44,
+                            error=_NOT_A_CHANGE_CURSOR)
+LEGACY_CHANGE_CURSOR = CursorCodec("c1", _whole_number(_MAX_SEQ), max_length=40,
+                                   error=_NOT_A_CHANGE_CURSOR)
 
 
 def encode_cursor(created_ms: int, user_file_id: str) -> str:
@@ -119,13 +131,20 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return created_ms, user_file_id
 
 
-def encode_change_cursor(seq: int) -> str:
-    return CHANGE_CURSOR.encode(seq)
+def encode_change_cursor(seq: int, epoch: str | None = None) -> str:
+    """The cursor after change `seq` of `epoch`; without one, the `c1` form of before epochs."""
+    if epoch is None:
+        return LEGACY_CHANGE_CURSOR.encode(seq)
+    return CHANGE_CURSOR.encode(epoch, seq)
 
 
-def decode_change_cursor(cursor: str) -> int:
-    (seq,) = CHANGE_CURSOR.decode(cursor)
-    return seq
+def decode_change_cursor(cursor: str) -> ChangeCursor:
+    try:
+        epoch, seq = CHANGE_CURSOR.decode(cursor)
+    except ValidationError:
+        (seq,) = LEGACY_CHANGE_CURSOR.decode(cursor)
+        epoch = None
+    return ChangeCursor(epoch, seq)
 
 
 class CursorField(fields.String):

@@ -75,7 +75,7 @@ def ops(body):
 
 
 def seq(cursor):
-    return decode_change_cursor(cursor)
+    return decode_change_cursor(cursor).seq
 
 
 # the basics

@@ -10,8 +10,10 @@ from satchel_files.schemas import (decode_change_cursor, decode_cursor, encode_c
                                    encode_cursor)
 
 USER_FILE_ID = "12345678-1234-4123-8123-123456789abc"
+EPOCH = "0123456789abcdef"
 LIST_CURSOR = encode_cursor(1_800_000_000_123, USER_FILE_ID)
-CHANGE_CURSOR = encode_change_cursor(123_456)
+CHANGE_CURSOR = encode_change_cursor(123_456, EPOCH)
+LEGACY_CHANGE_CURSOR = encode_change_cursor(123_456)  # as issued before the feed had epochs
 
 
 def b64(text: str) -> str:
@@ -37,16 +39,27 @@ def spellings(cursor: str) -> list[str]:
     return [text for text in near if text != cursor]
 
 
-def test_both_cursor_formats_are_unchanged():
+def test_the_list_cursor_and_the_legacy_change_cursor_are_unchanged():
     assert LIST_CURSOR == b64(f"v1:1800000000123:{USER_FILE_ID}")
-    assert CHANGE_CURSOR == b64("c1:123456")
+    assert LEGACY_CHANGE_CURSOR == b64("c1:123456")
     assert decode_cursor(LIST_CURSOR) == (1_800_000_000_123, USER_FILE_ID)
-    assert decode_change_cursor(CHANGE_CURSOR) == 123_456
+    assert decode_change_cursor(LEGACY_CHANGE_CURSOR) == (None, 123_456)
+
+
+def test_a_change_cursor_names_the_epoch_of_the_feed():
+    assert CHANGE_CURSOR == b64(f"c2:{EPOCH}:123456")
+    assert decode_change_cursor(CHANGE_CURSOR) == (EPOCH, 123_456)
+    assert decode_change_cursor(CHANGE_CURSOR).seq == 123_456
+
+
+def encode_change_position(position):
+    return encode_change_cursor(position.seq, position.epoch)
 
 
 @pytest.mark.parametrize("decode, encode, cursor", [
     (decode_cursor, lambda position: encode_cursor(*position), LIST_CURSOR),
-    (decode_change_cursor, encode_change_cursor, CHANGE_CURSOR),
+    (decode_change_cursor, encode_change_position, CHANGE_CURSOR),
+    (decode_change_cursor, encode_change_position, LEGACY_CHANGE_CURSOR),
 ])
 def test_every_string_a_cursor_decoder_accepts_is_the_one_the_encoder_gives(decode, encode,
                                                                               cursor):
@@ -61,14 +74,16 @@ def test_every_string_a_cursor_decoder_accepts_is_the_one_the_encoder_gives(deco
     assert accepted < len(spellings(cursor)) / 10  # nearly every tampered spelling is refused
 
 
-def test_a_truncated_change_cursor_is_refused_or_an_earlier_one_so_no_change_is_skipped():
+@pytest.mark.parametrize("epoch", [EPOCH, None])
+def test_a_truncated_change_cursor_is_refused_or_an_earlier_one_so_no_change_is_skipped(epoch):
     for seq in (0, 7, 10, 99, 123_456, 10**12 - 1):
-        cursor = encode_change_cursor(seq)
+        cursor = encode_change_cursor(seq, epoch)
         for cut in range(len(cursor)):
             try:
-                assert decode_change_cursor(cursor[:cut]) < seq
+                position = decode_change_cursor(cursor[:cut])
             except ValidationError:
-                pass
+                continue
+            assert position.epoch == epoch and position.seq < seq
 
 
 @pytest.mark.parametrize("cursor", [
@@ -94,7 +109,12 @@ def test_a_list_cursor_that_does_not_round_trip_is_refused(cursor):
 
 @pytest.mark.parametrize("cursor", [
     b64("c1:007"), b64("c1:-1"), b64("c1: 7"), b64(f"c1:{10**12}"), b64("c1:7:8"), b64("c1:"),
-    CHANGE_CURSOR + "=", CHANGE_CURSOR + "A", CHANGE_CURSOR[:-1] + "=", LIST_CURSOR, "A" * 41,
+    LEGACY_CHANGE_CURSOR + "=", LEGACY_CHANGE_CURSOR + "A", LEGACY_CHANGE_CURSOR[:-1] + "=",
+    b64(f"c2:{EPOCH}:007"), b64(f"c2:{EPOCH}:{10**12}"), b64(f"c2:{EPOCH}:"), b64(f"c2:{EPOCH}"),
+    b64(f"c2:{EPOCH}:7:8"), b64(f"c2:{EPOCH.upper()}:7"), b64(f"c2:{EPOCH[:-1]}:7"),
+    b64(f"c2:{EPOCH}0:7"), b64("c2:0:7"), b64("c2::7"), b64("c2:7"), b64(f"c1:{EPOCH}:7"),
+    b64(f"c3:{EPOCH}:7"), CHANGE_CURSOR + "=", CHANGE_CURSOR[:-1] + "=",
+    other_trailing_bits(CHANGE_CURSOR), LIST_CURSOR, "A" * 41, "A" * 45,
 ])
 def test_a_change_cursor_that_does_not_round_trip_is_refused(cursor):
     with pytest.raises(ValidationError, match="Not a change cursor this service issued"):
@@ -128,7 +148,9 @@ def test_the_file_list_still_follows_a_cursor_it_issued(client, token_for):
 
 
 @pytest.mark.parametrize("cursor", [
-    b64("c1:007"), CHANGE_CURSOR + "=", CHANGE_CURSOR[:-1] + "=", LIST_CURSOR, "\u00e9t\u00e9",
+    b64("c1:007"), LEGACY_CHANGE_CURSOR + "=", LEGACY_CHANGE_CURSOR[:-1] + "=", LIST_CURSOR,
+    "\u00e9t\u00e9", b64(f"c2:{EPOCH}:007"), b64(f"c2:{EPOCH.upper()}:7"), b64("c2:0:7"),
+    CHANGE_CURSOR + "=", other_trailing_bits(CHANGE_CURSOR),
 ])
 def test_the_change_feed_refuses_a_tampered_or_foreign_cursor_with_a_400(client, token_for,
                                                                           cursor):

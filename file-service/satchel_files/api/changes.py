@@ -6,7 +6,7 @@ from flask_smorest import Blueprint
 from satchel_shared.tokens import require_auth
 
 from ..schemas import ChangesPageSchema, ChangesQuery, LatestCursorSchema, encode_change_cursor
-from ..services.changes import ChangeFeed, ChangePage
+from ..services.changes import ChangeCursor, ChangeFeed, ChangePage
 
 blueprint = Blueprint("changes", __name__, url_prefix="/api/v1/changes",
                       description="What changed in a user's files, for sync clients")
@@ -18,9 +18,13 @@ def _changes() -> ChangeFeed:
     return current_app.extensions["satchel.changes"]
 
 
+def _encoded(cursor: ChangeCursor) -> str:
+    return encode_change_cursor(cursor.seq, cursor.epoch)
+
+
 def _body(page: ChangePage) -> dict:
-    return {"changes": page.changes, "file_ids": page.file_ids,
-            "cursor": encode_change_cursor(page.cursor_seq), "has_more": page.has_more}
+    return {"changes": page.changes, "file_ids": page.file_ids, "cursor": _encoded(page.cursor),
+            "has_more": page.has_more}
 
 
 @blueprint.get("")
@@ -32,12 +36,13 @@ def list_changes(query):
     """Changes after `cursor` (or since a time), oldest first; `wait` long-polls for the next.
 
     Fetch `GET /api/v1/files/{id}` for each of `file_ids` (404: it was deleted). A 410 `reset`
-    means the cursor is older than the changes kept: list the files again. With `Retry-After`,
-    the server was too busy to hold the long-poll: wait that long before asking again."""
-    after_seq = query["cursor"]
-    if after_seq is None:
-        after_seq = _changes().seq_for_since(g.user_id, query["since"])
-    page = _changes().wait_for_page(g.user_id, after_seq, query["limit"], query["wait"])
+    means the cursor is older than the changes kept, or from before a restore: list the files
+    again. With `Retry-After`, the server was too busy to hold the long-poll: wait that long
+    before asking again."""
+    cursor = query["cursor"]
+    if cursor is None:
+        cursor = _changes().cursor_for_since(g.user_id, query["since"])
+    page = _changes().wait_for_page(g.user_id, cursor, query["limit"], query["wait"])
     return _body(page), {"Retry-After": "1"} if page.is_wait_refused else {}
 
 
@@ -47,4 +52,4 @@ def list_changes(query):
 @blueprint.doc(security=_BEARER)
 def latest_cursor():
     """A cursor for now, with no changes: list the files, then follow it."""
-    return {"cursor": encode_change_cursor(_changes().latest_seq(g.user_id))}
+    return {"cursor": _encoded(_changes().latest(g.user_id))}

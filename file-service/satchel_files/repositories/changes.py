@@ -35,11 +35,16 @@ class ChangeRepository:
 
     `change_floors`: {_id: owner_id, trimmed_seq}: the owner's changes up to trimmed_seq were
     removed by gc; a cursor below it cannot be served.
+
+    `change_feed`: one document, {_id: "epoch", epoch, started_ms, is_first}: the feed's
+    current epoch (services/changes.py, "Epochs"). Read by `_id` only, which every backend
+    serves from its primary key (nx-27017 included: no other index needed).
     """
 
     def __init__(self, database: Database):
         self.collection = database["changes"]
         self.floors = database["change_floors"]
+        self.feed = database["change_feed"]
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("owner_id", ASCENDING), ("seq", ASCENDING)], unique=True,
@@ -129,3 +134,38 @@ class ChangeRepository:
                 continue
         raise RuntimeError(f"could not record the change floor of {owner_id}")
 
+    # the epoch
+
+    def epoch(self) -> dict | None:
+        return self.feed.find_one({"_id": _EPOCH})
+
+    def insert_epoch(self, epoch: str, *, started_ms: int, is_first: bool) -> dict:
+        """The stored epoch: this one, or the one another process stored first."""
+        try:
+            self.feed.insert_one(_epoch_document(epoch, started_ms, is_first))
+        except DuplicateKeyError:
+            pass
+        stored = self.epoch()
+        if stored is None:
+            raise RuntimeError("the change feed's epoch vanished while it was created")
+        return stored
+
+    def replace_epoch(self, epoch: str, *, started_ms: int, is_first: bool) -> None:
+        """Without upserts (see repositories/__init__); wins over a concurrent insert_epoch."""
+        document = _epoch_document(epoch, started_ms, is_first)
+        for _ in range(3):
+            if self.feed.replace_one({"_id": _EPOCH}, document).matched_count:
+                return
+            try:
+                self.feed.insert_one(dict(document))
+                return
+            except DuplicateKeyError:
+                continue
+        raise RuntimeError("could not record the change feed's new epoch")
+
+
+_EPOCH = "epoch"
+
+
+def _epoch_document(epoch: str, started_ms: int, is_first: bool) -> dict:
+    return {"_id": _EPOCH, "epoch": epoch, "started_ms": started_ms, "is_first": is_first}

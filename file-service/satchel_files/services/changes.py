@@ -39,6 +39,21 @@ Retention
     silent gap. A cursor above the owner's newest number (another server's, a restored
     database) gets 410 `reset` too.
 
+Epochs: a restore never lets a cursor skip
+    A restore puts back an older history, and its numbering goes on from the backup's last
+    number, so a cursor from after the backup would be accepted once new changes reach its
+    number, and silently skip those between. So the feed has an epoch: a random id in one
+    `change_feed` document, and every cursor names the epoch it was issued in. A restore starts
+    a new epoch (`satchel-stack admin restore` does; elsewhere `python -m satchel_files.cli
+    reset-feed`, docs/operations.md); a cursor of any other epoch gets 410 `reset`. The epoch is
+    read BEFORE the changes and a returned cursor carries that one, so a cursor is never
+    stamped with an epoch younger than the history it was counted in. `since` before the epoch
+    began gets 410 too: a client that knew the files at a time the restore undid cannot be
+    brought up to date by changes (the undoing was never recorded as changes).
+    The first epoch (created on first use, not by a restore) also takes `c1` cursors, those
+    issued before epochs existed: they were counted in this history, unless a restore came
+    since, and a restore starts an epoch that is not the first.
+
 In order per file
     A user file remembers the number of the last change applied to it (`change_seq`), and every
     mutation is a compare-and-set on the file's `version`. A writer whose change number is below
@@ -50,11 +65,13 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -75,16 +92,36 @@ _SINCE_CANDIDATES = 50
 _TRIM_BATCH = 1000
 
 
+class ChangeCursor(NamedTuple):
+    """Where a sync client is: after change `seq` of the feed's epoch `epoch` (None: a `c1`
+    cursor, issued before epochs existed, which only the first epoch takes)."""
+
+    epoch: str | None
+    seq: int
+
+
+@dataclass(frozen=True)
+class FeedEpoch:
+    id: str
+    started_ms: int  # `since` before it is refused; 0 for the first epoch (nothing restored)
+    is_first: bool   # created on first use, not by a reset: `c1` cursors belong to it
+
+
 @dataclass(frozen=True)
 class ChangePage:
     changes: list[dict]
     cursor_seq: int
     has_more: bool
     is_wait_refused: bool = False  # the worker already holds its share of long-polls
+    epoch: str | None = None
 
     @property
     def file_ids(self) -> list[str]:
         return list(dict.fromkeys(change["file_id"] for change in self.changes))
+
+    @property
+    def cursor(self) -> ChangeCursor:
+        return ChangeCursor(self.epoch, self.cursor_seq)
 
 
 @dataclass
@@ -119,6 +156,9 @@ class Recording:
 def reset_required(message: str) -> ApiError:
     return ApiError(410, "reset", message + " List the files again (GET /api/v1/files) and "
                     "start from GET /api/v1/changes/latest.")
+
+
+_RESTORED = "The change history was restored or reset since then."
 
 
 class ChangeFeed:
@@ -214,12 +254,19 @@ class ChangeFeed:
         self._check_cursor(owner_id, after_seq, is_empty=not documents)
         return ChangePage(changes, cursor_seq, has_more)
 
-    def wait_for_page(self, owner_id: str, after_seq: int, limit: int,
+    def wait_for_page(self, owner_id: str, cursor: ChangeCursor, limit: int,
                       wait_seconds: float) -> ChangePage:
-        """Long-poll: the first page with changes, or an empty one after `wait_seconds`.
+        """Long-poll: the first page with changes after `cursor`, or an empty one after
+        `wait_seconds`; its cursor is in the epoch `cursor` was checked against.
 
         Each worker holds at most `max_waiting` long-polls (one thread each, idle): beyond that,
         it answers at once, so threads stay free for other requests."""
+        epoch = self._epoch_of(cursor)  # before the changes are read (see Epochs above)
+        return replace(self._wait_for_page(owner_id, cursor.seq, limit, wait_seconds),
+                       epoch=epoch.id)
+
+    def _wait_for_page(self, owner_id: str, after_seq: int, limit: int,
+                       wait_seconds: float) -> ChangePage:
         page = self.page(owner_id, after_seq, limit)
         if page.changes or wait_seconds <= 0:
             return page
@@ -236,6 +283,19 @@ class ChangeFeed:
         finally:
             self._waiting.release()
         return page
+
+    def latest(self, owner_id: str) -> ChangeCursor:
+        """A cursor for "now" (see `latest_seq`) in the current epoch."""
+        epoch = self.epoch()
+        return ChangeCursor(epoch.id, self.latest_seq(owner_id))
+
+    def cursor_for_since(self, owner_id: str, since_ms: int) -> ChangeCursor:
+        """A cursor for `since_ms` (see `seq_for_since`) in the current epoch; 410 before the
+        epoch began: what a client knew then may have been undone by a restore."""
+        epoch = self.epoch()
+        if since_ms < epoch.started_ms:
+            raise reset_required(_RESTORED)
+        return ChangeCursor(epoch.id, self.seq_for_since(owner_id, since_ms))
 
     def latest_seq(self, owner_id: str) -> int:
         """A cursor for "now": after every settled change, before any still in flight."""
@@ -289,6 +349,28 @@ class ChangeFeed:
         if is_empty and after_seq > self.changes.last_seq(owner_id):
             raise reset_required("This cursor does not belong to this server's history.")
 
+    # epochs
+
+    def epoch(self) -> FeedEpoch:
+        """The current epoch; the first one is created on first use."""
+        document = self.changes.epoch()
+        if document is None:
+            document = self.changes.insert_epoch(_new_epoch_id(), started_ms=0, is_first=True)
+        return FeedEpoch(document["epoch"], document["started_ms"], document["is_first"])
+
+    def start_epoch(self) -> FeedEpoch:
+        """After a restore (or to make every sync client start over): from now on, every
+        cursor issued before gets 410 `reset`, and so does `since` before now."""
+        epoch = FeedEpoch(_new_epoch_id(), self._now_ms(), is_first=False)
+        self.changes.replace_epoch(epoch.id, started_ms=epoch.started_ms, is_first=False)
+        return epoch
+
+    def _epoch_of(self, cursor: ChangeCursor) -> FeedEpoch:
+        epoch = self.epoch()
+        if cursor.epoch != epoch.id and not (cursor.epoch is None and epoch.is_first):
+            raise reset_required(_RESTORED)
+        return epoch
+
     # retention
 
     def trim(self, *, dry_run: bool = False) -> int:
@@ -325,6 +407,10 @@ class ChangeFeed:
 
     def _now_ms(self) -> int:
         return now_ms(self.clock)
+
+
+def _new_epoch_id() -> str:
+    return secrets.token_hex(8)  # what schemas.CHANGE_CURSOR accepts: 16 lowercase hex digits
 
 
 def _entry(document: dict) -> dict:
