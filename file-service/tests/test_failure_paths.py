@@ -5,6 +5,7 @@ import os
 import threading
 
 import pytest
+from pymongo.errors import AutoReconnect
 
 from files_testing import CHUNK, declare, pieces_of, sha
 from satchel_files.storage import StorageUnavailable
@@ -210,3 +211,75 @@ def test_registering_the_same_content_again_asks_for_a_chunk_whose_bytes_are_gon
     chunk = body["chunks"][lost_index]
     assert chunk["status"] == "pending" and chunk["upload_url"]
     assert blob_refs(db, sha(lost)) == 1
+
+
+# 6. the database fails after a write that gave documents the request's references (its reply
+#    lost, or a later call failing): the request answers 5xx, but may give nothing back
+
+
+def lost_reply(monkeypatch, owner, name, *, when=lambda *args: True):
+    """`owner.name` writes, then fails as if the connection dropped before the reply."""
+    real = getattr(owner, name)
+
+    def write_then_fail(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if when(*args):
+            raise AutoReconnect("connection closed")
+        return result
+
+    monkeypatch.setattr(owner, name, write_then_fail)
+
+
+def assert_nothing_under_counted(app, maintenance, clock):
+    """While the failed request's intent is live, and once it is stale: counts may be too high,
+    never below what documents hold, and no blob or file object a document names is gone."""
+    for _ in range(2):
+        bad = [p for p in maintenance.fsck().problems
+               if "UNDER" in p.detail or "missing" in p.kind]
+        assert not bad, bad
+        clock.advance(app.config["SATCHEL"].gc_grace_seconds + 1)
+    assert maintenance.fsck(repair=True).is_clean
+    assert_fsck_clean(maintenance)
+
+
+def test_a_replace_whose_reply_is_lost_keeps_the_new_content(
+        app, client, token_for, upload, db, maintenance, clock, monkeypatch):
+    item = upload("alice", ("a.bin", os.urandom(CHUNK))).get_json()[0]
+    lost_reply(monkeypatch, app.extensions["satchel.files"].user_files, "replace_if_unchanged")
+    new = os.urandom(CHUNK)
+
+    assert replace_content(client, token_for("alice"), item["user_file_id"], new).status_code \
+        == 503
+    content = client.get(f"/api/v1/files/{item['user_file_id']}/content",
+                         headers=token_for("alice"))
+    assert content.status_code == 200 and content.data == new
+    assert_nothing_under_counted(app, maintenance, clock)
+
+
+@pytest.mark.parametrize("step", ["register", "verify", "complete"])
+def test_a_chunked_upload_whose_reply_is_lost_keeps_the_references_it_wrote(
+        app, client, token_for, upload, chunked, db, maintenance, clock, monkeypatch, step):
+    shared = os.urandom(CHUNK)
+    assert upload("alice", ("old.bin", shared + b"tail")).status_code == 201
+    data = shared + os.urandom(CHUNK)  # chunk 0 is alice's already: verified at registration
+    uploads = app.extensions["satchel.uploads"].uploads
+    if step == "register":
+        lost_reply(monkeypatch, uploads, "insert")
+        assert chunked.register("alice", declare(data)).status_code == 503
+        [body] = db.user_files.find({"status": "uploading"})
+        assert body["chunks"][0]["status"] == "verified"
+    else:
+        body = chunked.register("alice", declare(data)).get_json()
+        chunked.put(body["chunks"][1], pieces_of(data)[1])
+        lost_reply(monkeypatch, uploads, "replace_if_rev",
+                   when=lambda upload, replacement: (replacement["status"] == "available")
+                   == (step == "complete"))
+        assert chunked.report("alice", body["user_file_id"], [1]).status_code == 503
+    monkeypatch.undo()
+    assert_nothing_under_counted(app, maintenance, clock)
+    if step != "register":  # what was written stays written, and the upload completes
+        done = chunked.report("alice", body["user_file_id"], [1]).get_json()
+        assert done["status"] == "available", done
+        content = client.get(f"/api/v1/files/{body['user_file_id']}/content",
+                             headers=token_for("alice"))
+        assert content.status_code == 200 and content.data == data

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 from click.testing import CliRunner
+from pymongo.errors import AutoReconnect
 
 from satchel_files.cli import cli
 from satchel_files.services.refcounts import ReferencesBusy
@@ -126,9 +127,70 @@ def test_crash_mid_release_leaves_a_stuck_file_object_that_repair_finishes(
 
     report = maintenance.fsck()
     assert "stuck_deleting_file_object" in kinds(report)
+    # the chunk it gave back is no under-count: a file object being deleted may hold its chunks
+    assert "blob_ref_count" not in kinds(report)
     assert maintenance.fsck(repair=True).is_clean
     assert db.file_objects.count_documents({}) == 0
     assert [d["ref_count"] for d in db.blobs.find()] == [0, 0]
+
+
+def test_refs_a_dead_request_listed_but_never_counted_are_no_missing_blob(
+        refcounts, maintenance, clock):
+    """An intent lists references before they are counted and their bytes stored: until it is
+    stale, fsck must not call them missing blobs or lost documents (nothing points at them)."""
+    intent = refcounts.begin()
+    refcounts.intents.add_blob_refs(intent.id, [sha(b"a"), sha(b"b")], refcounts._now_ms())
+    # -- crash before the first count
+    assert maintenance.fsck().problems == []  # in flight, as far as fsck can tell
+    clock.advance(GRACE + 1)
+    assert kinds(maintenance.fsck()) == ["stale_intent"]
+    assert maintenance.fsck(repair=True).is_clean
+    assert maintenance.fsck().problems == []
+
+
+def test_a_release_that_died_before_dropping_its_intent_is_no_under_count(
+        upload, app, client, token_for, refcounts, maintenance, db, clock, monkeypatch):
+    """A delete gives its reference back, then drops its intent: in between (or if it dies
+    there), the intent still lists a reference nobody holds. That is no count too low."""
+    upload("alice", ("a.txt", b"shared"))
+    item = upload("bob", ("b.txt", b"shared")).get_json()[0]
+
+    def delete(intent_id):
+        raise AutoReconnect("crash before the intent is dropped")
+    monkeypatch.setattr(refcounts.intents, "delete", delete)
+    deleted = client.delete(f"/api/v1/files/{item['user_file_id']}", headers=token_for("bob"))
+    assert deleted.status_code == 503
+    monkeypatch.undo()
+    assert db.ref_intents.count_documents({}) == 1
+    assert maintenance.fsck().problems == []  # as far as fsck can tell, a delete in flight
+    clock.advance(GRACE + 1)
+    assert kinds(maintenance.fsck()) == ["stale_intent"]
+    assert maintenance.fsck(repair=True).is_clean
+    assert db.file_objects.find_one({"_id": item["file_object_id"]})["ref_count"] == 1
+
+
+def test_crash_between_the_last_release_and_marking_deleting_is_released_by_repair(
+        upload, app, client, token_for, refcounts, maintenance, db, clock, store, monkeypatch):
+    """A file object at 0 that is still live: nothing would ever release it or its chunks."""
+    item = upload("alice", ("a.txt", b"data")).get_json()[0]
+
+    def mark_deleting(*args):
+        raise AutoReconnect("crash before the file object is marked deleting")
+    monkeypatch.setattr(refcounts.file_objects, "mark_deleting", mark_deleting)
+    deleted = client.delete(f"/api/v1/files/{item['user_file_id']}", headers=token_for("alice"))
+    assert deleted.status_code == 503
+    monkeypatch.undo()
+    assert db.file_objects.find_one({"_id": item["file_object_id"]})["ref_count"] == 0
+    clock.advance(GRACE + 1)
+
+    report = maintenance.fsck()
+    assert "unreferenced_file_object" in kinds(report) and not report.is_clean
+    assert maintenance.fsck(repair=True).is_clean
+    assert db.file_objects.count_documents({}) == 0
+    assert blob(db, item["hash"])["ref_count"] == 0
+    clock.advance(GRACE + 1)
+    assert maintenance.gc().removed["blobs"] == 1
+    assert not store.exists(item["hash"])
 
 
 def test_a_stuck_deleting_blob_is_finished_by_gc(refcounts, maintenance, db, clock, store):

@@ -173,8 +173,9 @@ class FileService:
                     self.user_files.delete_ids([doc["_id"] for doc in documents])
                 except PyMongoError:  # some may exist and own their refs: leave the counts high
                     self.refcounts.hand_over_file_object_refs(intent)
-                else:  # after the files are gone
+                else:  # after the files are gone; then their refs are surely ours to give back
                     self._unlist([listing_document_for(document) for document in documents])
+                    self.refcounts.abort(intent)
                 raise
         self.refcounts.hand_over_file_object_refs(intent)
         return results

@@ -5,6 +5,12 @@ fsck counts holders in this order, per kind of count:
     blobs:         snapshot {hash: (ref_count, rev)} ->  live intents  ->  file objects
 A reference moves from an intent to a document by writing the document first and dropping the
 intent after, so scanning intents before documents sees every moving reference at least once.
+Holders are of two kinds. Documents hold references for sure (user files, live file objects,
+uploads' verified chunks); requests may hold them (live intents list a reference before counting
+it and until after giving it back, and a file object being deleted gives its chunks back one by
+one). So a count is right anywhere from what documents hold to that plus what requests may hold:
+only below the first is it too low (and a missing blob or document a real loss), only above the
+sum too high. A repair sets the sum, the safe side.
 A repair is a conditional write on the snapshot's `rev`: if any acquire or release touched the
 count while fsck was counting, that count is left alone (reported as "changed_during_check").
 So `fsck --repair` is safe on a live system; what it cannot see as in flight are intents whose
@@ -219,12 +225,17 @@ class Maintenance:
                     report.add("referenced_file_object_deleting", file_object_id,
                                "user files point at a file object being deleted")
                 continue
-            if doc["ref_count"] == want:
+            if doc["ref_count"] == want == 0:  # a release died before marking it deleting
+                problem = report.add("unreferenced_file_object", file_object_id,
+                                     "ref_count 0 but live, so nothing would ever release it")
+                if repair:
+                    self.refcounts.release_unreferenced_file_object(file_object_id)
+                    problem.fixed = True
                 continue
-            problem = report.add(
-                "file_object_ref_count", file_object_id,
-                f"ref_count {doc['ref_count']}, references {want}"
-                f" ({'over' if doc['ref_count'] > want else 'UNDER'}-counted)")
+            if referenced_by_files[file_object_id] <= doc["ref_count"] <= want:
+                continue
+            problem = report.add("file_object_ref_count", file_object_id, _count_detail(
+                doc["ref_count"], referenced_by_files[file_object_id], want))
             if repair:
                 problem.fixed = self.file_objects.set_count_if_unchanged(
                     file_object_id, doc["rev"], want)
@@ -235,18 +246,21 @@ class Maintenance:
 
     def _check_blob_counts(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
         snapshot = {doc["_id"]: doc for doc in self.blobs.all()}
-        expected: Counter[str] = Counter()
+        in_flight: Counter[str] = Counter()  # what requests may hold
         for intent in self._live_intents(cutoff_ms):
-            expected.update(intent["blob_refs"])
+            in_flight.update(intent["blob_refs"])
+        held: Counter[str] = Counter()  # what documents hold
         if self.uploads is not None:  # after intents, before file objects: refs move that way
             held_by_uploads = self.uploads.held_blob_refs()
-            expected.update(held_by_uploads)
+            held.update(held_by_uploads)
             report.checked["upload_chunk_refs"] = sum(held_by_uploads.values())
         chunk_users: dict[str, list[str]] = {}
         for file_object in self.file_objects.all():
-            expected.update(file_object["chunks"])
+            is_live = file_object["state"] != FO_DELETING
+            (held if is_live else in_flight).update(file_object["chunks"])
             for chunk in set(file_object["chunks"]):
                 chunk_users.setdefault(chunk, []).append(file_object["_id"])
+        expected = held + in_flight
         stored = {info.hash: info for info in self.store.iter_blobs()}
         report.checked["blobs"] = len(snapshot)
         report.checked["stored_blobs"] = len(stored)
@@ -254,28 +268,27 @@ class Maintenance:
         for blob_hash in sorted(set(snapshot) | set(expected)):
             doc = snapshot.get(blob_hash)
             want = expected[blob_hash]
-            if want and blob_hash not in stored and (doc is None or doc["state"] != BLOB_DELETING):
+            if held[blob_hash] and blob_hash not in stored \
+                    and (doc is None or doc["state"] != BLOB_DELETING):
                 for file_object_id in chunk_users.get(blob_hash, []):
                     report.add("file_object_missing_blob", file_object_id,
                                f"chunk {blob_hash} is not in the blob store")
                 report.add("missing_blob", blob_hash, "referenced but not in the blob store")
             if doc is None:
-                if want:
+                if held[blob_hash]:
                     problem = report.add("missing_blob_document", blob_hash,
                                          f"{want} references but no document")
                     if repair and blob_hash in stored:
                         problem.fixed = self._recreate_blob_doc(blob_hash, stored[blob_hash], want)
                 continue
             if doc["state"] == BLOB_DELETING:
-                if want:
+                if held[blob_hash]:
                     report.add("referenced_blob_deleting", blob_hash,
                                f"{want} references to a blob being deleted")
                 continue
-            if doc["ref_count"] != want:
-                problem = report.add(
-                    "blob_ref_count", blob_hash,
-                    f"ref_count {doc['ref_count']}, references {want}"
-                    f" ({'over' if doc['ref_count'] > want else 'UNDER'}-counted)")
+            if not held[blob_hash] <= doc["ref_count"] <= want:
+                problem = report.add("blob_ref_count", blob_hash,
+                                     _count_detail(doc["ref_count"], held[blob_hash], want))
                 if repair:
                     problem.fixed = self.blobs.set_count_if_unchanged(blob_hash, doc["rev"], want, now)
                     if not problem.fixed:
@@ -378,6 +391,13 @@ class Maintenance:
     def _count_blob(report: GcReport, kind: str, size_bytes: int) -> None:
         report.removed[kind] += 1
         report.removed_bytes += size_bytes
+
+
+def _count_detail(ref_count: int, held: int, may_hold: int) -> str:
+    """A count outside [held, may_hold]: what documents hold, plus what requests may hold."""
+    if ref_count < held:
+        return f"ref_count {ref_count}, references {held} (UNDER-counted)"
+    return f"ref_count {ref_count}, references {may_hold} (over-counted)"
 
 
 def _lists(user_file: dict | None, entry: dict) -> bool:

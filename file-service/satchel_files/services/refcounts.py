@@ -53,6 +53,9 @@ GC of a blob (maintenance.collect_garbage)
 
 Crashes
     - between any two steps of an acquire or release: counts stay too high; the intent remains.
+    - a request whose database call fails gives nothing back (open_intent): the write may have
+      happened all the same (its reply lost), or an earlier one did, and a document it wrote
+      would then own the references. Counts stay too high; the intent remains.
       gc deletes intents whose heartbeat is older than the grace period WITHOUT compensating
       (it cannot know which steps ran); fsck then recomputes the counts from the documents.
     - a "deleting" document whose deleter died (deleting_since_ms older than the lease) is finished
@@ -142,9 +145,10 @@ class RefCounts:
     def open_intent(self) -> AbstractContextManager[Intent]:
         """begin() an intent for the `with` block and settle it when the block is done.
 
-        The block raises: abort(). The block ends: end(), its references being owned by
-        documents now; if end() itself fails, nothing is given back (the intent stays, counts
-        too high, for gc and fsck). A block that finds its work not needed aborts the intent
+        The block raises: abort(); but a database error gives nothing back, as a write of the
+        block may have happened (the intent stays, counts too high, for gc and fsck). The block
+        ends: end(), its references being owned by documents now; if end() itself fails,
+        nothing is given back either. A block that finds its work not needed aborts the intent
         itself (abort()) and is then left alone."""
         return self._settled(self.begin())
 
@@ -163,6 +167,8 @@ class RefCounts:
     def _settled(self, intent: Intent) -> Iterator[Intent]:
         try:
             yield intent
+        except PyMongoError:
+            raise  # a document written may own the references: see open_intent
         except BaseException:
             if not intent.is_settled:
                 self.abort(intent)
