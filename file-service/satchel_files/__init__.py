@@ -18,7 +18,6 @@ from .config import Config
 from .repositories import BlobRepository, FileObjectRepository, IntentRepository, UserFileRepository
 from .repositories.changes import ChangeRepository
 from .repositories.listing import FileListingRepository
-from .repositories.owner_locks import OwnerLockRepository
 from .services.changes import ChangeFeed
 from .services.clock import Clock
 from .services.files import FileService, FileSettings
@@ -27,6 +26,7 @@ from .services.maintenance import Maintenance
 from .services.quota import Quota
 from .services.refcounts import IntentLost, ReferencesBusy, RefCounts
 from .repositories.uploads import UploadRepository
+from .repositories.usage import UsageRepository
 from .services.uploads import UploadService, UploadSettings
 from .storage import (BlobNotFound, BlobStore, LocalBlobStore, S3BlobStore, StorageError,
                       StorageUnavailable, build_s3_client)
@@ -93,8 +93,8 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
                                   clock=clock)
     app.extensions["satchel.mongo"] = mongo
     app.extensions["satchel.blob_store"] = store
-    owner_locks = OwnerLockRepository(database)
-    quota = Quota(user_files, owner_locks, max_upload_bytes=config.max_upload_bytes,
+    usage = UsageRepository(database)
+    quota = Quota(user_files, usage, max_upload_bytes=config.max_upload_bytes,
                   user_quota_bytes=config.user_quota_bytes, clock=clock)
     app.extensions["satchel.files"] = FileService(user_files, file_objects, refcounts, store,
                                                   settings, content_urls=content_urls,
@@ -110,13 +110,13 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     app.extensions["satchel.maintenance"] = Maintenance(
         blobs, file_objects, intents, user_files, store, refcounts,
         grace_seconds=config.gc_grace_seconds, changes=changes,
-        uploads=app.extensions["satchel.uploads"], listing=listing, clock=clock)
+        uploads=app.extensions["satchel.uploads"], listing=listing, usage=usage, clock=clock)
     app.extensions["satchel.accel_prefix"] = (
         config.accel_redirect_prefix.rstrip("/") if config.is_accel_redirect else None)
     app.extensions["satchel.accel_concat"] = (
         config.accel_concat_location if config.is_accel_redirect else None)
     indexes = IndexBootstrap((blobs, file_objects, intents, user_files, change_log, uploads,
-                              listing, owner_locks))
+                              listing, usage))
     app.extensions["satchel.indexes"] = indexes
     indexes.ensure_at_startup(log)
     key_set = key_set or RemoteKeySet(config.jwks_url, ttl_seconds=config.jwks_cache_seconds)

@@ -68,6 +68,13 @@ class UserFileRepository:
         ]))
         return int(rows[0]["total"]) if rows else 0
 
+    def total_size_by_owner(self) -> dict[str, int]:
+        """fsck: every owner's total, in one pass over the collection."""
+        rows = self.collection.aggregate([
+            {"$group": {"_id": "$owner_id", "total": {"$sum": "$size_bytes"}}},
+        ])
+        return {row["_id"]: int(row["total"]) for row in rows}
+
     def insert_many(self, documents: list[dict]) -> None:
         self.collection.insert_many(documents, ordered=True)
 

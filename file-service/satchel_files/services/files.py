@@ -162,10 +162,10 @@ class FileService:
             results.append({"filename": item.filename, "file_object_id": file_object["_id"],
                             "user_file_id": document["_id"], "hash": item.content.hash,
                             "size_bytes": item.content.size_bytes, "mime_type": item.mime_type})
-        # Uploads by the same user can race: the check that counts is made under the owner's
-        # lease, which is held until the files are theirs (services/quota.py).
+        # Uploads by the same user can race: the check that counts reserves the room in one
+        # atomic write before the files are written (services/quota.py).
         adding = sum(item.content.size_bytes for item in received)
-        with self.quota.admitting(owner_id, adding_bytes=adding):
+        with self.quota.admitting(owner_id, adding_bytes=adding) as reservation:
             try:
                 self.mark_available(documents)
             except PyMongoError:
@@ -176,6 +176,7 @@ class FileService:
                 else:  # after the files are gone; then their refs are surely ours to give back
                     self._unlist([listing_document_for(document) for document in documents])
                     self.refcounts.abort(intent)
+                    reservation.give_back()
                 raise
         self.refcounts.hand_over_file_object_refs(intent)
         return results
@@ -401,14 +402,18 @@ class FileService:
                 updated, replaced = self._replace(owner_id, current, new_name, received,
                                                   file_object, intent, if_match, change)
                 change.details(**updated)
+            # What the write really changed: `current` may have changed before it won (a
+            # reservation above is for the growth it was asked for; shrinking reserves none).
+            grew = updated["size_bytes"] - replaced["size_bytes"]
+            self.quota.released(owner_id, max(growth, 0) - grew)
             self.refcounts.hand_over_file_object_refs(intent)
-            if replaced is not None:
-                self.refcounts.release_file_object(replaced)
+            if received is not None:
+                self.refcounts.release_file_object(replaced["file_object_id"])
         return self._current_detail(owner_id, updated)
 
     def _admitting_growth(self, owner_id: str, growth: int):
-        """New content that is larger takes the owner's lease (renames and shrinking never
-        take a user over quota, and need not wait)."""
+        """New content that is larger reserves the growth (renames and shrinking never take a
+        user over quota, and need not be checked)."""
         if growth > 0:
             return self.quota.admitting(owner_id, adding_bytes=growth)
         return contextlib.nullcontext()
@@ -446,7 +451,7 @@ class FileService:
                                    mime_type=received.mime_type)
                 self.refcounts.note_release(intent, current["file_object_id"])
             if self.user_files.replace_if_unchanged(current, replacement):
-                return replacement, current["file_object_id"] if received is not None else None
+                return replacement, current
             current = self._load_owned(owner_id, current["_id"])
             if if_match is not None:
                 raise _precondition_failed()
@@ -465,7 +470,8 @@ class FileService:
                 else:
                     raise ApiError(409, "conflict", "The file is changing too often; retry.")
                 change.details(filename=current["filename"], version=current["version"])
-            self._unlist([listing_document_for(current)])  # after the file is gone
+            self.quota.released(owner_id, current["size_bytes"])  # after the file is gone
+            self._unlist([listing_document_for(current)])
             self.refcounts.release_file_object(current["file_object_id"])
 
     # lookups

@@ -41,6 +41,7 @@ from ..repositories.blobs import DELETING as BLOB_DELETING
 from ..repositories.file_objects import DELETING as FO_DELETING
 from ..repositories.listing import FileListingRepository, listing_document_for, listing_key
 from ..repositories.user_files import AVAILABLE
+from ..repositories.usage import UsageRepository
 from ..storage import BlobStore
 from .clock import Clock, from_ms, now_ms, to_ms, utc_datetime
 from .changes import ChangeFeed
@@ -97,7 +98,8 @@ class Maintenance:
                  intents: IntentRepository, user_files: UserFileRepository, store: BlobStore,
                  refcounts: RefCounts, *, grace_seconds: int, changes: ChangeFeed | None = None,
                  uploads: "UploadService | None" = None,
-                 listing: FileListingRepository | None = None, clock: Clock = time.time):
+                 listing: FileListingRepository | None = None,
+                 usage: UsageRepository | None = None, clock: Clock = time.time):
         self.blobs = blobs
         self.file_objects = file_objects
         self.intents = intents
@@ -108,6 +110,7 @@ class Maintenance:
         self.changes = changes
         self.uploads = uploads  # chunked uploads in progress hold blob refs too
         self.listing = listing
+        self.usage = usage  # quota counts (services/quota.py)
         self.clock = clock
 
     def _cutoff_ms(self, grace_seconds: int | None = None) -> int:
@@ -124,7 +127,28 @@ class Maintenance:
         self._check_blob_counts(report, cutoff_ms, repair)
         if self.listing is not None:
             self._check_listing(report, cutoff_ms, repair)
+        if self.usage is not None:
+            self._check_usage(report, cutoff_ms, repair)
         return report
+
+    def _check_usage(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
+        """Each owner's quota count against what their files take (services/quota.py). A count
+        too high that changed within the grace period is work in flight (a request between its
+        reservation and its write), not a problem; one too low always is. A repair sets the
+        count only if it did not change while this summed."""
+        counts = {doc["_id"]: doc for doc in self.usage.all()}  # first: their revs
+        totals = self.user_files.total_size_by_owner()
+        report.checked["usage_counts"] = len(counts)
+        for owner_id, count in sorted(counts.items()):
+            total = totals.get(owner_id, 0)
+            if count["bytes"] == total or (count["bytes"] > total
+                                           and count["updated_ms"] > cutoff_ms):
+                continue
+            problem = report.add("usage_count", owner_id,
+                                 f"counted {count['bytes']} bytes; the files take {total}")
+            if repair and self.usage.set_if_rev(owner_id, count["rev"], total,
+                                                now_ms(self.clock)):
+                problem.fixed = True
 
     def _check_listing(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
         files = {doc["_id"]: doc for doc in self.user_files.available_positions()}  # first

@@ -134,8 +134,8 @@ class UploadService:
                 "chunk_size": chunk_size, "chunks": chunks, "upload_rev": 1,
                 "upload_expires_ms": self._expires_ms(), "failure": None,
             }
-            # Registrations by the same user can race: the check that counts is made under
-            # the owner's lease, held until the upload counts toward the quota.
+            # Registrations by the same user can race: the check that counts reserves the
+            # size in one atomic write before the upload is written (services/quota.py).
             with self.quota.admitting(owner_id, adding_bytes=size_bytes):
                 self.uploads.insert(document)
         if all(chunk["status"] == VERIFIED for chunk in chunks):
@@ -404,6 +404,7 @@ class UploadService:
         """Delete the upload, then give back its chunk refs and staged bytes."""
         if not self.uploads.delete_if_rev(upload):
             return False
+        self.quota.released(upload["owner_id"], upload["size_bytes"])  # after it is gone
         self.refcounts.release_blobs([chunk["hash"] for chunk in upload["chunks"]
                                       if chunk["status"] == VERIFIED])
         for chunk in upload["chunks"]:

@@ -1,0 +1,144 @@
+"""Each user's usage count follows every path that adds or frees bytes, and fsck keeps it true.
+
+The count is what quota decisions read (services/quota.py); what it must equal is the sum of
+the owner's user files (available ones and uploads in progress by declared size).
+"""
+import io
+import os
+
+from pymongo.errors import AutoReconnect
+
+from files_testing import CHUNK, declare
+
+GRACE = 3600  # GC_GRACE_SECONDS default
+
+
+def usage(db, owner="alice"):
+    return db.usage.find_one({"_id": owner})["bytes"]
+
+
+def total(db, owner="alice"):
+    return sum(doc["size_bytes"] for doc in db.user_files.find({"owner_id": owner}))
+
+
+def replace(client, headers, user_file_id, **form):
+    data = {key: (io.BytesIO(value), "x.bin") if isinstance(value, bytes) else value
+            for key, value in form.items()}
+    response = client.put(f"/api/v1/files/{user_file_id}", data=data,
+                          content_type="multipart/form-data", headers=headers)
+    assert response.status_code == 200, response.get_json()
+
+
+def test_uploads_replaces_renames_and_deletes_keep_the_count_equal_to_the_files(
+        client, token_for, upload, db):
+    alice = token_for("alice")
+    first = upload("alice", ("a.bin", os.urandom(100)), ("b.bin", os.urandom(20))).get_json()
+    assert usage(db) == total(db) == 120
+    file_id = first[0]["user_file_id"]
+    replace(client, alice, file_id, file=os.urandom(CHUNK + 7))  # larger
+    assert usage(db) == total(db) == CHUNK + 27
+    replace(client, alice, file_id, file=os.urandom(5))  # smaller
+    assert usage(db) == total(db) == 25
+    replace(client, alice, file_id, filename="renamed.bin")
+    assert usage(db) == total(db) == 25
+    assert client.delete(f"/api/v1/files/{file_id}", headers=alice).status_code == 204
+    assert usage(db) == total(db) == 20
+
+
+def test_chunked_uploads_count_from_registration_until_aborted_or_expired(
+        client, token_for, chunked, db, maintenance, clock):
+    alice = token_for("alice")
+    data = os.urandom(2 * CHUNK + 3)
+    kept = chunked.upload("alice", data, "kept.bin")  # registered, then completed
+    assert kept["status"] == "available"
+    assert usage(db) == total(db) == len(data)
+    aborted = chunked.register("alice", declare(os.urandom(CHUNK), "aborted.bin")).get_json()
+    assert usage(db) == total(db) == len(data) + CHUNK
+    assert client.delete(f"/api/v1/files/{aborted['user_file_id']}", headers=alice).status_code \
+        == 204
+    assert usage(db) == total(db) == len(data)
+    chunked.register("alice", declare(os.urandom(CHUNK), "abandoned.bin"))
+    assert usage(db) == len(data) + CHUNK
+    clock.advance(86400 + 1)  # UPLOAD_TTL_SECONDS
+    maintenance.gc()
+    assert usage(db) == total(db) == len(data)
+
+
+def test_a_refused_replace_takes_no_room(client, token_for, upload, db):
+    item = upload("alice", ("a.bin", os.urandom(10))).get_json()[0]
+    form = {"file": (io.BytesIO(os.urandom(CHUNK)), "x.bin")}
+    stale = client.put(f"/api/v1/files/{item['user_file_id']}", data=form,
+                       content_type="multipart/form-data",
+                       headers={**token_for("alice"), "If-Match": '"not-the-etag"'})
+    assert stale.status_code == 412
+    assert usage(db) == total(db) == 10
+
+
+def test_fsck_leaves_a_recent_high_count_alone_and_repairs_an_old_one(upload, db, maintenance,
+                                                                       clock):
+    upload("alice", ("a.bin", os.urandom(100)))
+    db.usage.update_one({"_id": "alice"}, {"$inc": {"bytes": 50}})  # a request in flight
+    assert maintenance.fsck().problems == []
+    clock.advance(GRACE + 1)  # ... or one that died between its reservation and its write
+    report = maintenance.fsck()
+    assert [p.kind for p in report.problems] == ["usage_count"] and not report.is_clean
+    assert "counted 150 bytes; the files take 100" in report.problems[0].detail
+    assert maintenance.fsck(repair=True).is_clean
+    assert usage(db) == 100 and maintenance.fsck().problems == []
+
+
+def test_fsck_repairs_a_count_too_low_at_once(upload, db, maintenance):
+    upload("alice", ("a.bin", os.urandom(100)))
+    db.usage.update_one({"_id": "alice"}, {"$inc": {"bytes": -60}})
+    assert [p.kind for p in maintenance.fsck().problems] == ["usage_count"]
+    assert maintenance.fsck(repair=True).is_clean
+    assert usage(db) == 100
+
+
+def test_fsck_does_not_overwrite_a_count_that_changed_while_it_summed(
+        app, upload, db, maintenance, clock, monkeypatch):
+    upload("alice", ("a.bin", os.urandom(100)))
+    db.usage.update_one({"_id": "alice"}, {"$inc": {"bytes": -60}})
+    user_files = app.extensions["satchel.files"].user_files
+    real_sum = user_files.total_size_by_owner
+
+    def sum_while_an_upload_reserves():
+        totals = real_sum()
+        app.extensions["satchel.files"].quota.counts.add("alice", 7, 0)  # a reservation lands
+        return totals
+
+    monkeypatch.setattr(user_files, "total_size_by_owner", sum_while_an_upload_reserves)
+    report = maintenance.fsck(repair=True)
+    assert [(p.kind, p.fixed) for p in report.problems] == [("usage_count", False)]
+    assert usage(db) == 47  # left for the next fsck, never set from a stale sum
+
+
+def test_an_upload_whose_insert_reply_is_lost_keeps_its_room(app, upload, db, monkeypatch):
+    """The files may exist (the insert went through): a count too high, never too low."""
+    user_files = app.extensions["satchel.files"].user_files
+    real_insert = user_files.insert_many
+
+    def insert_then_fail(documents):
+        real_insert(documents)
+        raise AutoReconnect("connection closed")
+
+    def delete_fails(ids):
+        raise AutoReconnect("still down")
+
+    monkeypatch.setattr(user_files, "insert_many", insert_then_fail)
+    monkeypatch.setattr(user_files, "delete_ids", delete_fails)
+    assert upload("alice", ("a.bin", os.urandom(100))).status_code == 503
+    assert usage(db) == total(db) == 100
+
+
+def test_an_upload_whose_files_were_removed_after_a_failure_gives_its_room_back(
+        app, upload, db, monkeypatch):
+    user_files = app.extensions["satchel.files"].user_files
+
+    def insert_fails(documents):
+        raise AutoReconnect("connection closed")
+
+    monkeypatch.setattr(user_files, "insert_many", insert_fails)
+    assert upload("alice", ("a.bin", os.urandom(100))).status_code == 503
+    assert usage(db) == total(db) == 0
+
