@@ -45,11 +45,9 @@ pytestmark = pytest.mark.skipif(bool(os.environ.get("BASE_URL")),
 SEED = 27017
 GRACE_SECONDS = 60  # GC_GRACE_SECONDS' smallest value
 TIMEOUT = 30
-# What a request cut by the crash may answer: the gateway's 502 (file service gone), the
-# service's 503 (database gone); the gateway's 500 when it cannot ask the file service to check
-# a staging PUT's signature (auth_request).
+# What a request cut by the crash may answer: the gateway's 502 (file service gone, also when
+# it cannot ask it to check a staging PUT's signature), the service's 503 (database gone).
 CUT_OFF = {502, 503, 504}
-CUT_OFF_STAGING_PUT = CUT_OFF | {500}
 # fsck problems a crash may leave before repair: counts too HIGH and dead requests' leftovers.
 LEFTOVERS = {"stale_intent", "stuck_deleting_file_object", "stuck_deleting_blob", "orphan_blob",
              "stale_listing_entry", "unreferenced_blob_without_timestamp",
@@ -379,7 +377,7 @@ def chunked_upload(flight: Flight, entry: Entry):
         for kind, batch in (("patch", range(half)), ("final patch", range(half, len(chunks)))):
             for index in batch:
                 if urls[index] and flight.send("put", "PUT", urls[index], data=chunks[index],
-                                               cut_off=CUT_OFF_STAGING_PUT) is None:
+                                               cut_off=CUT_OFF) is None:
                     return False
             reported = flight.send(
                 kind, "PATCH", f"/api/v1/files/{entry.user_file_id}", headers=entry.headers,

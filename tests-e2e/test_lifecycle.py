@@ -102,6 +102,15 @@ def test_gateway_answers_json_502_when_the_file_service_is_down(tmp_path):
         assert response.status_code == 502
         assert response.json()["error"]["code"] == "bad_gateway"
         assert response.headers["X-Content-Type-Options"] == "nosniff"
+        # pre-signed blob URLs, whose signature the file service checks (auth_request): the
+        # same JSON 502, not nginx's HTML 500
+        blob = "ab" + "0" * 62
+        for method, path in (("PUT", "/blobs/staging/" + "a" * 32), ("GET", f"/blobs/files/ab/{blob}")):
+            cut = requests.request(method, f"{stack.config.base_url}{path}?expires=9999999999"
+                                   f"&signature=x", data=b"x" if method == "PUT" else None,
+                                   timeout=30)
+            assert cut.status_code == 502, (method, cut.status_code, cut.text[:200])
+            assert cut.json()["error"]["code"] == "bad_gateway"
         # the auth service, behind the same gateway, is unaffected
         assert requests.get(f"{stack.config.base_url}/api/v1/auth/jwks.json",
                             timeout=30).status_code == 200
