@@ -56,10 +56,7 @@ _FILTERS = {"find": lambda c: [c.get("filter") or {}],
 # Whole-collection reads by design (services/maintenance.py: gc and fsck, and what they call).
 _EXEMPT_MODULES = ("maintenance.py",)
 # Known scans, each with its reason, to be fixed: the test fails once one is gone.
-_KNOWN_SCANS = {
-    "file_objects.<dictcomp> < file_objects.containing_chunks":
-        "$in on the multikey `chunks`: nx-27017 scans every file object (18 ms at 20,000)",
-}
+_KNOWN_SCANS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

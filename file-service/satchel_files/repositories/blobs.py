@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from pymongo import ReturnDocument
@@ -8,16 +8,24 @@ from pymongo.database import Database
 
 PRESENT = "present"
 DELETING = "deleting"
+FILE_OBJECTS_KEPT = 64
 
 
 class BlobRepository:
     """`blobs`: one document per stored chunk.
 
     {_id: sha256 hex, size_bytes, ref_count, rev, state: "present"|"deleting",
-     zero_since_ms: int|None, deleting_since_ms: int|None, created_at}
+     zero_since_ms: int|None, deleting_since_ms: int|None, created_at,
+     file_objects: [file object id, ...]}
 
     `rev` grows with every ref_count change, so fsck can repair a count only if nothing touched
     it while fsck was counting.
+
+    `file_objects` lists the newest FILE_OBJECTS_KEPT file objects made with this chunk: how a
+    chunked registration finds which chunks the user already holds by `_id` alone (nx-27017
+    scans the whole collection for `$in` on an array field such as `file_objects.chunks`). It
+    only ever suggests: an id may be of a file object since deleted, and one file object too
+    many for the list (or made before the list existed) is only a chunk sent again.
     """
 
     def __init__(self, database: Database):
@@ -28,6 +36,19 @@ class BlobRepository:
 
     def find(self, blob_hash: str) -> dict | None:
         return self.collection.find_one({"_id": blob_hash})
+
+    def note_file_object(self, blob_hashes: Iterable[str], file_object_id: str) -> None:
+        self.collection.update_many(
+            {"_id": {"$in": list(set(blob_hashes))}},
+            {"$push": {"file_objects": {"$each": [file_object_id], "$slice": -FILE_OBJECTS_KEPT}}})
+
+    def file_objects_holding(self, blob_hashes: Iterable[str]) -> set[str]:
+        """The file objects noted for any of `blob_hashes` (see the class docstring)."""
+        hashes = list(set(blob_hashes))
+        if not hashes:
+            return set()
+        cursor = self.collection.find({"_id": {"$in": hashes}}, {"file_objects": 1})
+        return {file_object_id for doc in cursor for file_object_id in doc.get("file_objects", ())}
 
     def increment_present(self, blob_hash: str) -> bool:
         result = self.collection.update_one(

@@ -22,23 +22,17 @@ class FileObjectRepository:
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("hash", ASCENDING)], unique=True, name="hash_unique")
-        # Which file objects contain a chunk (chunked uploads skip chunks their owner holds).
-        self.collection.create_index([("chunks", ASCENDING)])
 
     def find(self, file_object_id: str) -> dict | None:
         return self.collection.find_one({"_id": file_object_id})
 
-    def containing_chunks(self, chunk_hashes: Iterable[str]) -> dict[str, list[str]]:
-        """{file object id: its chunks} for live file objects holding any of `chunk_hashes`.
-
-        `$in`, not an equality: nx-27017 matches no document for an equality on an array
-        element, and serves `$in` from the multikey index."""
-        hashes = list(set(chunk_hashes))
-        if not hashes:
+    def live_chunks(self, file_object_ids: Iterable[str]) -> dict[str, list[str]]:
+        """{file object id: its chunks} for those of `file_object_ids` that are live."""
+        ids = list(set(file_object_ids))
+        if not ids:
             return {}
-        cursor = self.collection.find({"chunks": {"$in": hashes}, "state": LIVE},
-                                      {"chunks": 1})
-        return {doc["_id"]: doc["chunks"] for doc in cursor}
+        cursor = self.collection.find({"_id": {"$in": ids}}, {"chunks": 1, "state": 1})
+        return {doc["_id"]: doc["chunks"] for doc in cursor if doc["state"] == LIVE}
 
     def find_by_hash(self, file_hash: str) -> dict | None:
         return self.collection.find_one({"hash": file_hash})

@@ -319,8 +319,18 @@ class RefCounts:
             intent.held_file_object_refs.append(document["_id"])
             for blob_hash in chunk_refs:  # now owned by the file object
                 intent.held_blob_refs.remove(blob_hash)
+            self._note_in_blobs(document)
             return document
         raise ReferencesBusy(f"file object {file_hash} is being deleted")
+
+    def _note_in_blobs(self, file_object: dict) -> None:
+        """List a new file object in its chunks' blob documents (repositories/blobs.py): only a
+        hint for chunked registrations, so a failure costs a chunk sent again, not the upload."""
+        try:
+            self.blobs.note_file_object(file_object["chunks"], file_object["_id"])
+        except PyMongoError:
+            log.warning("could not note file object %s in its chunks' blob documents",
+                        file_object["_id"], exc_info=True)
 
     def reuse_file_object(self, intent: Intent, file_object_id: str) -> bool:
         """Take a reference to an existing file object if it is still live (False if not: it
