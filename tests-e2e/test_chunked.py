@@ -404,3 +404,23 @@ def test_racing_registrations_by_one_user_never_take_it_over_quota(local):
     for thread in threads:
         thread.join(60)
     assert sorted(statuses) == [201] * fits + [413] * (racers - fits)
+
+
+def test_a_get_of_an_upload_in_progress_pushes_back_its_expiry_in_the_database(backend):
+    """What is stored, read with pymongo: nx-27017 answered "modified" to a `$set` on
+    `user_files` and kept the old value, so a resumed upload still expired on time."""
+    from pymongo import MongoClient
+    headers = backend.new_user()
+    body = backend.register(headers, os.urandom(CHUNK_SIZE + 1)).json()
+    with MongoClient(f"mongodb://{HOST}:{backend.stack.config.mongo_port}") as client:
+        uploads = client["satchel_files"]["user_files"]
+
+        def stored_expiry():
+            return uploads.find_one({"_id": body["user_file_id"]})["upload_expires_ms"]
+
+        registered = stored_expiry()
+        time.sleep(0.05)
+        resumed = backend.get(headers, body["user_file_id"])
+        assert resumed.status_code == 200
+        assert stored_expiry() >= registered + 50
+        assert resumed.json()["upload_expires_at"] > body["upload_expires_at"]

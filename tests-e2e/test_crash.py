@@ -330,7 +330,7 @@ def upload(flight: Flight, entries: list[Entry]):
 
 def replace(flight: Flight, entry: Entry, data: bytes):
     """New content for an available file; the old and new versions are both fine until it is
-    acknowledged (same size: no quota lease, which a crash may leave held, to wait for)."""
+    acknowledged (same size: no quota reservation, which a crash may leave held, to wait for)."""
     entry.versions.append(data)
 
     def step():

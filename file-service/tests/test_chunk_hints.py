@@ -47,6 +47,14 @@ def test_a_noted_file_object_that_is_gone_grants_nothing(chunked, upload, client
     assert statuses(chunked.register("alice", declare(data, "b.bin"))) == ["pending", "pending"]
 
 
+def test_a_noted_file_object_being_deleted_grants_nothing(chunked, upload, db):
+    data = os.urandom(2 * CHUNK)
+    upload("alice", ("a.bin", data))
+    db.file_objects.update_many({}, {"$set": {"state": "deleting"}})  # alice's file still names it
+    assert statuses(chunked.register("alice", declare(data + b"x", "b.bin"))) == \
+        ["pending", "pending", "pending"]
+
+
 def test_another_users_noted_file_object_grants_nothing(chunked, upload):
     data = os.urandom(2 * CHUNK)
     upload("bob", ("a.bin", data))

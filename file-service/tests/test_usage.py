@@ -6,6 +6,7 @@ the owner's user files (available ones and uploads in progress by declared size)
 import io
 import os
 
+import pytest
 from pymongo.errors import AutoReconnect
 
 from files_testing import CHUNK, declare
@@ -142,3 +143,84 @@ def test_an_upload_whose_files_were_removed_after_a_failure_gives_its_room_back(
     assert upload("alice", ("a.bin", os.urandom(100))).status_code == 503
     assert usage(db) == total(db) == 0
 
+
+
+# races with fsck and with other writes of the same file (found in review)
+
+
+def test_fsck_repair_during_a_delete_never_leaves_the_count_too_low(
+        app, client, token_for, upload, db, maintenance, clock, monkeypatch):
+    items = upload("alice", ("a.bin", os.urandom(100)), ("b.bin", os.urandom(50))).get_json()
+    clock.advance(GRACE + 1)  # the count last changed long ago
+    quota = app.extensions["satchel.files"].quota
+    real_released = quota.released
+
+    def repair_first(owner_id, freed_bytes):  # the file is gone, its bytes not given back yet
+        maintenance.fsck(repair=True)
+        real_released(owner_id, freed_bytes)
+
+    monkeypatch.setattr(quota, "released", repair_first)
+    assert client.delete(f"/api/v1/files/{items[0]['user_file_id']}",
+                         headers=token_for("alice")).status_code == 204
+    assert usage(db) == total(db) == 50
+
+
+def test_a_delete_while_the_owner_has_no_count_gives_nothing_back_twice(
+        app, client, token_for, upload, db, monkeypatch):
+    items = upload("alice", ("a.bin", os.urandom(300)), ("b.bin", os.urandom(100))).get_json()
+    db.usage.delete_many({})  # an account from before usage counts
+    quota = app.extensions["satchel.files"].quota
+    user_files = app.extensions["satchel.files"].user_files
+    real_delete = user_files.delete_if_unchanged
+
+    def delete_then_first_decision(current):
+        deleted = real_delete(current)
+        quota.usage("alice")  # another request's first decision sums the files now
+        return deleted
+
+    monkeypatch.setattr(user_files, "delete_if_unchanged", delete_then_first_decision)
+    assert client.delete(f"/api/v1/files/{items[0]['user_file_id']}",
+                         headers=token_for("alice")).status_code == 204
+    assert usage(db) == total(db) == 100
+
+
+@pytest.mark.parametrize("config_overrides", [{"user_quota_bytes": 200}])
+def test_a_replace_that_grows_because_another_shrank_first_is_checked_against_the_quota(
+        app, client, token_for, upload, db, monkeypatch):
+    alice = token_for("alice")
+    file_id = upload("alice", ("a.bin", os.urandom(100))).get_json()[0]["user_file_id"]
+    user_files = app.extensions["satchel.files"].user_files
+    real_replace = user_files.replace_if_unchanged
+    raced = []
+
+    def others_first(current, replacement):
+        if not raced:
+            raced.append(True)  # another PUT shrinks the file, then an upload fills the room
+            replace(client, alice, file_id, file=os.urandom(10))
+            assert upload("alice", ("b.bin", os.urandom(190))).status_code == 201
+        return real_replace(current, replacement)
+
+    monkeypatch.setattr(user_files, "replace_if_unchanged", others_first)
+    response = client.put(f"/api/v1/files/{file_id}", headers=alice,
+                          data={"file": (io.BytesIO(os.urandom(90)), "x.bin")},
+                          content_type="multipart/form-data")
+    assert response.status_code == 413  # 90 more than the 10 it now has: 280 > 200
+    assert usage(db) == total(db) == 200
+
+
+def test_a_replace_that_dies_after_its_write_leaves_the_count_high_never_low(
+        app, client, token_for, upload, db, monkeypatch):
+    alice = token_for("alice")
+    file_id = upload("alice", ("a.bin", os.urandom(100))).get_json()[0]["user_file_id"]
+    quota = app.extensions["satchel.files"].quota
+
+    def crash(owner_id, freed_bytes):
+        raise AutoReconnect("crash after the write")
+
+    for size in (30, 80, 150):  # smaller, then larger than before (each after a crash)
+        monkeypatch.setattr(quota, "released", crash)
+        client.put(f"/api/v1/files/{file_id}", headers=alice,
+                   data={"file": (io.BytesIO(os.urandom(size)), "x.bin")},
+                   content_type="multipart/form-data")
+        monkeypatch.undo()
+        assert total(db) == size and usage(db) >= total(db)

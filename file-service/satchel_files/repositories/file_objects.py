@@ -22,6 +22,11 @@ class FileObjectRepository:
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("hash", ASCENDING)], unique=True, name="hash_unique")
+        # Databases from before chunk notes (repositories/blobs.py) have a multikey index on
+        # `chunks` that every insert still pays for: nothing queries by chunk any more.
+        for name, spec in self.collection.index_information().items():
+            if [key for key, _ in spec["key"]] == ["chunks"]:
+                self.collection.drop_index(name)
 
     def find(self, file_object_id: str) -> dict | None:
         return self.collection.find_one({"_id": file_object_id})

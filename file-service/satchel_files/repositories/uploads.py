@@ -54,9 +54,16 @@ class UploadRepository:
              "upload_rev": current["upload_rev"]})
         return result.deleted_count == 1
 
-    def touch(self, user_file_id: str, expires_ms: int) -> None:
-        self.collection.update_one({"_id": user_file_id, "status": {"$in": list(IN_PROGRESS)}},
-                                   {"$set": {"upload_expires_ms": expires_ms}})
+    def touch(self, current: dict, expires_ms: int) -> dict:
+        """Push back the expiry of an upload in progress, unless someone wrote it since
+        `current` was read (every write sets the expiry too). A replace, not `$set`: nx-27017
+        drops `$set` updates on a collection named `user_files` and answers "modified: 1"
+        (docs/CONTRACT.md). The revision stays: this changes nothing another writer relies on."""
+        touched = {**current, "upload_expires_ms": expires_ms}
+        result = self.collection.replace_one(
+            {"_id": current["_id"], "status": current["status"],
+             "upload_rev": current["upload_rev"]}, touched)
+        return touched if result.matched_count == 1 else current
 
     def in_progress_for_owner(self, owner_id: str) -> list[dict]:
         """The owner's uploads not yet available, with their chunks (for skipping)."""

@@ -41,6 +41,13 @@ class UsageRepository:
             {"$inc": {"bytes": adding_bytes, "rev": 1}, "$set": {"updated_ms": now_ms}})
         return result.modified_count == 1
 
+    def touch(self, owner_id: str, now_ms: int) -> bool:
+        """Mark the count as changing (before a write that frees bytes; see services/quota.py);
+        whether the owner has a count."""
+        result = self.collection.update_one({"_id": owner_id},
+                                            {"$inc": {"rev": 1}, "$set": {"updated_ms": now_ms}})
+        return result.matched_count == 1
+
     def add(self, owner_id: str, delta_bytes: int, now_ms: int) -> None:
         self.collection.update_one(
             {"_id": owner_id},

@@ -1,7 +1,6 @@
 """The rules for a user's files: upload with dedup, list, read, replace, rename, delete."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import uuid
@@ -26,7 +25,7 @@ from . import mime
 from .changes import CHANGE_SEQ_FIELD, CREATED, DELETED, RENAMED, UPDATED, ChangeFeed
 from .clock import Clock, to_ms, utc_datetime
 from .ingest import BufferPool, FileIngest, IngestedFile
-from .quota import Quota
+from .quota import Adjustment, Quota
 from .refcounts import Intent, RefCounts
 
 log = logging.getLogger(__name__)
@@ -395,28 +394,16 @@ class FileService:
         with self.refcounts.open_intent() as intent:
             new_name, received = self._receive_update(owner_id, current, parts, intent)
             file_object = self._acquire_content(intent, received) if received else None
-            growth = received.content.size_bytes - current["size_bytes"] if received else 0
-            with self._admitting_growth(owner_id, growth), \
+            with self.quota.adjusting(owner_id) as room, \
                     self.changes.recording(owner_id, user_file_id,
                                            UPDATED if received else RENAMED) as change:
                 updated, replaced = self._replace(owner_id, current, new_name, received,
-                                                  file_object, intent, if_match, change)
+                                                  file_object, intent, if_match, change, room)
                 change.details(**updated)
-            # What the write really changed: `current` may have changed before it won (a
-            # reservation above is for the growth it was asked for; shrinking reserves none).
-            grew = updated["size_bytes"] - replaced["size_bytes"]
-            self.quota.released(owner_id, max(growth, 0) - grew)
             self.refcounts.hand_over_file_object_refs(intent)
             if received is not None:
                 self.refcounts.release_file_object(replaced["file_object_id"])
         return self._current_detail(owner_id, updated)
-
-    def _admitting_growth(self, owner_id: str, growth: int):
-        """New content that is larger reserves the growth (renames and shrinking never take a
-        user over quota, and need not be checked)."""
-        if growth > 0:
-            return self.quota.admitting(owner_id, adding_bytes=growth)
-        return contextlib.nullcontext()
 
     def _receive_update(self, owner_id: str, current: dict, parts, intent: Intent):
         count = self.quota.meter(owner_id, freeing_bytes=current["size_bytes"])
@@ -438,7 +425,9 @@ class FileService:
         return new_name, received
 
     def _replace(self, owner_id, current, new_name, received, file_object, intent, if_match,
-                 change):
+                 change, room: Adjustment):
+        """Rewrite `current` (compare-and-set, reloaded while others change it): (the new
+        document, the one it replaced). `room` gets each attempt's size change first."""
         for _ in range(_UPDATE_RETRIES):
             change.follow(current)
             replacement = {**current, "version": current["version"] + 1,
@@ -450,6 +439,7 @@ class FileService:
                                    size_bytes=received.content.size_bytes,
                                    mime_type=received.mime_type)
                 self.refcounts.note_release(intent, current["file_object_id"])
+            room.to(replacement["size_bytes"] - current["size_bytes"])
             if self.user_files.replace_if_unchanged(current, replacement):
                 return replacement, current
             current = self._load_owned(owner_id, current["_id"])
@@ -459,7 +449,7 @@ class FileService:
 
     def delete_file(self, owner_id: str, user_file_id: str) -> None:
         current = self._load_owned(owner_id, user_file_id)
-        with self.refcounts.open_intent() as intent:
+        with self.refcounts.open_intent() as intent, self.quota.releasing(owner_id) as freed:
             with self.changes.recording(owner_id, user_file_id, DELETED) as change:
                 for _ in range(_UPDATE_RETRIES):
                     change.follow(current)
@@ -470,8 +460,8 @@ class FileService:
                 else:
                     raise ApiError(409, "conflict", "The file is changing too often; retry.")
                 change.details(filename=current["filename"], version=current["version"])
-            self.quota.released(owner_id, current["size_bytes"])  # after the file is gone
-            self._unlist([listing_document_for(current)])
+            freed(current["size_bytes"])
+            self._unlist([listing_document_for(current)])  # after the file is gone
             self.refcounts.release_file_object(current["file_object_id"])
 
     # lookups

@@ -131,6 +131,11 @@ class Maintenance:
             self._check_usage(report, cutoff_ms, repair)
         return report
 
+    def _is_referenced_now(self, file_object_id: str) -> bool:
+        """A file object fsck saw at 0 that a request took meanwhile: no longer a problem."""
+        doc = self.file_objects.find(file_object_id)
+        return doc is not None and doc["ref_count"] > 0
+
     def _check_usage(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
         """Each owner's quota count against what their files take (services/quota.py). A count
         too high that changed within the grace period is work in flight (a request between its
@@ -206,8 +211,16 @@ class Maintenance:
             flush()
         return removed
 
-    def _live_intents(self, cutoff_ms: int) -> list[dict]:
-        return [intent for intent in self.intents.all() if intent["heartbeat_ms"] > cutoff_ms]
+    def _live_intents(self, cutoff_ms: int) -> dict[str, dict]:
+        return {intent["_id"]: intent for intent in self.intents.all()
+                if intent["heartbeat_ms"] > cutoff_ms}
+
+    def _live_intents_around(self, before: dict[str, dict], cutoff_ms: int) -> list[dict]:
+        """The live intents read before a scan of documents, merged with those read after it.
+        Both reads are needed: a request lists a reference in its intent BEFORE its document
+        stops holding it, which may fall between the first read and the scan (then only the
+        second read sees it); a request that finished meanwhile is only in the first."""
+        return list({**before, **self._live_intents(cutoff_ms)}.values())
 
     def _check_stuck_and_stale(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
         for intent in list(self.intents.stale(cutoff_ms)):
@@ -227,12 +240,13 @@ class Maintenance:
 
     def _check_file_object_counts(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
         snapshot = {doc["_id"]: doc for doc in self.file_objects.all()}
-        expected: Counter[str] = Counter()
-        for intent in self._live_intents(cutoff_ms):
-            expected.update(set(intent["file_object_refs"]))
+        intents = self._live_intents(cutoff_ms)
         referenced_by_files: Counter[str] = Counter(
             doc["file_object_id"] for doc in self.user_files.all()
             if doc.get("file_object_id") is not None)  # uploads in progress have none
+        expected: Counter[str] = Counter()
+        for intent in self._live_intents_around(intents, cutoff_ms):
+            expected.update(set(intent["file_object_refs"]))
         expected.update(referenced_by_files)
         report.checked["file_objects"] = len(snapshot)
         report.checked["user_files"] = sum(referenced_by_files.values())
@@ -253,8 +267,8 @@ class Maintenance:
                 problem = report.add("unreferenced_file_object", file_object_id,
                                      "ref_count 0 but live, so nothing would ever release it")
                 if repair:
-                    self.refcounts.release_unreferenced_file_object(file_object_id)
-                    problem.fixed = True
+                    problem.fixed = self.refcounts.release_unreferenced_file_object(
+                        file_object_id) or self._is_referenced_now(file_object_id)
                 continue
             if referenced_by_files[file_object_id] <= doc["ref_count"] <= want:
                 continue
@@ -270,9 +284,8 @@ class Maintenance:
 
     def _check_blob_counts(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
         snapshot = {doc["_id"]: doc for doc in self.blobs.all()}
+        intents = self._live_intents(cutoff_ms)
         in_flight: Counter[str] = Counter()  # what requests may hold
-        for intent in self._live_intents(cutoff_ms):
-            in_flight.update(intent["blob_refs"])
         held: Counter[str] = Counter()  # what documents hold
         if self.uploads is not None:  # after intents, before file objects: refs move that way
             held_by_uploads = self.uploads.held_blob_refs()
@@ -284,6 +297,8 @@ class Maintenance:
             (held if is_live else in_flight).update(file_object["chunks"])
             for chunk in set(file_object["chunks"]):
                 chunk_users.setdefault(chunk, []).append(file_object["_id"])
+        for intent in self._live_intents_around(intents, cutoff_ms):
+            in_flight.update(intent["blob_refs"])
         expected = held + in_flight
         stored = {info.hash: info for info in self.store.iter_blobs()}
         report.checked["blobs"] = len(snapshot)

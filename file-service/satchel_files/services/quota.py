@@ -8,18 +8,24 @@ owner-wide lease, which serialized a user's uploads; four at a time into a large
 
 The rule of services/refcounts.py holds here too: the count may be too HIGH after a crash,
 never too low.
-- Taking room (`admitting`): ONE conditional `$inc` reserves `adding_bytes` only if the total
-  stays within the quota (atomic, so racing uploads cannot pass it together), BEFORE the block
-  writes what takes the room. A block that refuses (ApiError: nothing written) gives the room
+- Taking room (`admitting`, `reserve`): ONE conditional `$inc` reserves the bytes only if the
+  total stays within the quota (atomic, so racing uploads cannot pass it together), BEFORE the
+  write that takes the room. A block that refuses (ApiError: nothing written) gives the room
   back; one that fails otherwise keeps it (it may have written: a count too high).
-- Giving room back (`released`): AFTER the write that frees it (delete, smaller content,
-  an aborted or expired upload).
-- The first decision for an owner without a count sums their files and stores it. Two such
-  first decisions and a delete can interleave so that the count ends a file too low; this is
-  the only way, once per owner, and fsck repairs it.
-- fsck (services/maintenance.py) recomputes every count and repairs one only if it did not
-  change while fsck summed (`rev`) and not within the grace period (a request may be between
-  its reservation and its write).
+- Giving room back (`releasing`): the count is marked as changing (`rev`, `updated_ms`)
+  BEFORE the write that frees bytes (a delete, smaller content, an aborted or expired upload)
+  and decremented AFTER it. The mark is what keeps fsck from setting the count from a sum
+  taken after the write and then seeing the decrement land as well.
+- New content for a file (`adjusting`): the size change is only known for the version a
+  compare-and-set attempt targets, so each attempt reserves what it needs beyond what is held
+  (413 if that does not fit) or marks the count, before its write; the difference is settled
+  after.
+- The first decision for an owner without a count sums their files and stores it. A write
+  that frees bytes while the owner has no count gives nothing back after it: the count, made
+  later, summed either with those bytes (too high) or without them.
+- fsck (services/maintenance.py) recomputes every count and sets one only if its `rev` did
+  not move while fsck summed; a count too high that changed within the grace period is a
+  request in flight and is left alone.
 
 Streaming uploads also check as bytes arrive (`meter`), to refuse early; the reservation is the
 check that counts.
@@ -46,6 +52,31 @@ class Reservation:
 
     def give_back(self) -> None:
         self.is_given_back = True
+
+
+class Adjustment:
+    """The room held for one write of `Quota.adjusting`: `reserved` bytes, for `delta`."""
+
+    def __init__(self, quota: "Quota", owner_id: str) -> None:
+        self.quota, self.owner_id = quota, owner_id
+        self.reserved = 0
+        self.delta = 0
+        self.is_counted = False  # the owner has a count to settle against
+
+    def to(self, delta: int) -> None:
+        """The next attempt's write changes the owner's bytes by `delta`."""
+        self.delta = delta
+        if delta > self.reserved:
+            self.quota.reserve(self.owner_id, delta - self.reserved)
+            self.reserved, self.is_counted = delta, True
+        elif delta < self.reserved or (delta < 0 and not self.is_counted):
+            # it frees room, or needs less than is held: mark the count first
+            self.is_counted = self.quota.counts.touch(self.owner_id, now_ms(self.quota.clock))
+
+    @property
+    def surplus(self) -> int:
+        """What to give back once the write is done."""
+        return self.reserved - self.delta if self.is_counted else 0
 
 
 class Quota:
@@ -97,14 +128,18 @@ class Quota:
 
         return count
 
-    @contextlib.contextmanager
-    def admitting(self, owner_id: str, *, adding_bytes: int) -> Iterator[Reservation]:
-        """Reserve `adding_bytes` of the owner's quota (413 if they do not fit) for the block
-        that writes what takes them; see the module docstring for when it is given back."""
+    def reserve(self, owner_id: str, adding_bytes: int) -> None:
+        """Take `adding_bytes` of the owner's room now, or 413 if they do not fit."""
         self.usage(owner_id)  # the count exists
         if not self.counts.reserve(owner_id, adding_bytes, self.user_quota_bytes,
                                    now_ms(self.clock)):
             raise self._over_quota(self.usage(owner_id) + adding_bytes)
+
+    @contextlib.contextmanager
+    def admitting(self, owner_id: str, *, adding_bytes: int) -> Iterator[Reservation]:
+        """Reserve `adding_bytes` of the owner's quota (413 if they do not fit) for the block
+        that writes what takes them; see the module docstring for when it is given back."""
+        self.reserve(owner_id, adding_bytes)
         reservation = Reservation()
         try:
             yield reservation
@@ -115,8 +150,32 @@ class Quota:
             if reservation.is_given_back:
                 self.released(owner_id, adding_bytes)
 
+    @contextlib.contextmanager
+    def releasing(self, owner_id: str) -> Iterator[Callable[[int], None]]:
+        """For a block whose write frees some of the owner's bytes: marks the count before the
+        block; the block calls the function it gets with what it freed once written, and
+        that is given back when the block completes (not if it fails: too high, never low)."""
+        is_counted = self.counts.touch(owner_id, now_ms(self.clock))
+        freed: list[int] = []
+        yield freed.append
+        if is_counted:  # else the count, made later, is summed with or without these bytes
+            self.released(owner_id, sum(freed))
+
+    @contextlib.contextmanager
+    def adjusting(self, owner_id: str) -> Iterator[Adjustment]:
+        """For a compare-and-set whose size change is only known per attempt (new content for a
+        file that may change meanwhile): `to(delta)` before each attempt's write."""
+        adjustment = Adjustment(self, owner_id)
+        try:
+            yield adjustment
+        except ApiError:
+            self.released(owner_id, adjustment.reserved)  # refused: nothing was written
+            raise
+        self.released(owner_id, adjustment.surplus)
+
     def released(self, owner_id: str, freed_bytes: int) -> None:
-        """`freed_bytes` of the owner's files are gone (written already)."""
+        """`freed_bytes` of the owner's files are gone (written already; the count was marked
+        before, see `releasing`). Negative: bytes taken without a reservation."""
         if freed_bytes:
             self.counts.add(owner_id, -freed_bytes, now_ms(self.clock))
 

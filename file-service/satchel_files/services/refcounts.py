@@ -354,6 +354,14 @@ class RefCounts:
         """Before a user file stops pointing at `file_object_id`: keep fsck counting that ref."""
         self._note_file_object_ref(intent, file_object_id)
 
+    def note_blob_releases(self, intent: Intent, blob_hashes: list[str]) -> None:
+        """Before a document stops holding references to `blob_hashes` (an upload's verified
+        chunks, given back by release_blobs after): keep fsck counting them until then. They
+        are not this request's to give back on abort: the document may still hold them."""
+        if blob_hashes and not self.intents.add_blob_refs(intent.id, blob_hashes,
+                                                          self._now_ms()):
+            raise IntentLost(intent.id)
+
     def hand_over_file_object_refs(self, intent: Intent) -> None:
         """The user files now hold the references this request took."""
         intent.held_file_object_refs.clear()
@@ -372,12 +380,15 @@ class RefCounts:
             self.release_blob(blob_hash)
         self.file_objects.delete_deleting(file_object_id)
 
-    def release_unreferenced_file_object(self, file_object_id: str) -> None:
-        """fsck found (and set) a live file object with no references: release its chunks."""
+    def release_unreferenced_file_object(self, file_object_id: str) -> bool:
+        """fsck found (and set) a live file object with no references: release its chunks.
+        False if someone took a reference (or deleted it) meanwhile: nothing to do."""
         doc = self.file_objects.find(file_object_id)
         if doc is None or doc["ref_count"] > 0:
-            return
-        if self.file_objects.mark_deleting(file_object_id, self._now_ms()):
-            for blob_hash in doc["chunks"]:
-                self.release_blob(blob_hash)
-            self.file_objects.delete_deleting(file_object_id)
+            return False
+        if not self.file_objects.mark_deleting(file_object_id, self._now_ms()):
+            return False
+        for blob_hash in doc["chunks"]:
+            self.release_blob(blob_hash)
+        self.file_objects.delete_deleting(file_object_id)
+        return True

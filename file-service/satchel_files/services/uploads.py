@@ -179,8 +179,9 @@ class UploadService:
         for entry in self.uploads.in_progress_for_owner(owner_id):
             owned.update(c["hash"] for c in entry.get("chunks", ()) if c["status"] == VERIFIED)
         # From the chunks to the file objects made with them (noted in the chunks' blob
-        # documents), then to whether this owner has one of those: reads by key only, never a
-        # scan of the owner's files (0.8 s at 50,000) or of every file object (nx-27017).
+        # documents), then to whether this owner has one of those: reads by key, never a scan
+        # of every file object (nx-27017); a read of the owner's files only for more than 16
+        # candidates (repositories/user_files.py).
         candidates = self.file_objects.live_chunks(self.refcounts.blobs.file_objects_holding(wanted))
         for file_object_id in self.user_files.owned_file_object_ids(owner_id, candidates):
             owned.update(candidates[file_object_id])
@@ -225,7 +226,7 @@ class UploadService:
         if upload["status"] == UPLOADING and all(c["status"] == VERIFIED for c in upload["chunks"]):
             upload = self._complete(upload)
         elif upload["status"] in IN_PROGRESS and not is_written:
-            self.uploads.touch(user_file_id, self._expires_ms())
+            upload = self.uploads.touch(upload, self._expires_ms())
         return self._describe(upload, urls_for=reported)
 
     def _verify_chunk(self, upload: dict, chunk: dict,
@@ -325,13 +326,14 @@ class UploadService:
             file_object = self._take_file_object(intent, upload, known, mime_type)
             document = available_user_file(upload["_id"], upload["owner_id"], upload["filename"],
                                            file_object, mime_type, utc_datetime(self.clock))
+            # The upload's own chunk refs: listed before the write that stops it holding them.
+            self.refcounts.note_blob_releases(intent, chunk_hashes)
             if not self.files.mark_available(
                     [document], write=lambda: self.uploads.replace_if_rev(upload, document)):
                 self.refcounts.abort(intent)  # finished, aborted or expired meanwhile
                 return self.uploads.find(upload["_id"]) or upload
             self.refcounts.hand_over_file_object_refs(intent)
-            # The upload's refs: no document shows them now.
-            self.refcounts.release_blobs([chunk["hash"] for chunk in upload["chunks"]])
+            self.refcounts.release_blobs(chunk_hashes)  # no document holds them now
         return document
 
     def _take_file_object(self, intent: Intent, upload: dict, known: dict | None,
@@ -387,8 +389,7 @@ class UploadService:
         upload = self._load_owned(owner_id, user_file_id)
         if upload["status"] == AVAILABLE:
             return self.files.describe(upload)
-        self.uploads.touch(user_file_id, self._expires_ms())
-        return self._describe(upload)
+        return self._describe(self.uploads.touch(upload, self._expires_ms()))
 
     def delete_file(self, owner_id: str, user_file_id: str) -> None:
         """DELETE: an upload in progress is aborted; an available file is deleted as usual."""
@@ -403,11 +404,14 @@ class UploadService:
 
     def _discard(self, upload: dict) -> bool:
         """Delete the upload, then give back its chunk refs and staged bytes."""
-        if not self.uploads.delete_if_rev(upload):
-            return False
-        self.quota.released(upload["owner_id"], upload["size_bytes"])  # after it is gone
-        self.refcounts.release_blobs([chunk["hash"] for chunk in upload["chunks"]
-                                      if chunk["status"] == VERIFIED])
+        verified = [chunk["hash"] for chunk in upload["chunks"] if chunk["status"] == VERIFIED]
+        with self.refcounts.open_intent() as intent, \
+                self.quota.releasing(upload["owner_id"]) as freed:
+            self.refcounts.note_blob_releases(intent, verified)  # before the doc stops holding
+            if not self.uploads.delete_if_rev(upload):
+                return False
+            freed(upload["size_bytes"])
+            self.refcounts.release_blobs(verified)
         for chunk in upload["chunks"]:
             if chunk["status"] != VERIFIED and chunk["upload_key"]:
                 self.store.delete_staging(chunk["upload_key"])
