@@ -1,4 +1,5 @@
 """`satchel-stack run` (what `make run` starts): comes up, stops cleanly, keeps state."""
+import hashlib
 import json
 import os
 import signal
@@ -125,3 +126,34 @@ def test_port_already_in_use_is_a_clear_error(tmp_path):
         config = stack_config(tmp_path / "var", gateway_port=squatter.getsockname()[1])
         with pytest.raises(Exception, match="GATEWAY_PORT"):
             Stack(config).start()
+
+
+def test_a_staging_put_the_gateway_cannot_write_is_a_json_500_not_a_retry(tmp_path):
+    """nginx's own 500 (here: the staging directory is not a directory) is not the file service
+    being down: JSON internal_error, not the 502 that tells clients to retry."""
+    stack = Stack(stack_config(tmp_path / "var"))
+    stack.start()
+    try:
+        base = stack.config.base_url
+        email = f"disk-{uuid.uuid4().hex[:8]}@example.test"
+        assert requests.post(f"{base}/api/v1/auth/register", timeout=30,
+                             json={"email": email, "password": PASSWORD}).status_code == 201
+        token = requests.post(f"{base}/api/v1/auth/login", timeout=30,
+                              json={"email": email, "password": PASSWORD}).json()["token"]
+        data = os.urandom(1000)
+        body = {"filename": "x.bin", "size_bytes": len(data), "mime_type": "application/octet-stream",
+                "hash": hashlib.sha256(data).hexdigest(),
+                "chunks": [{"index": 0, "hash": hashlib.sha256(data).hexdigest(),
+                            "size_bytes": len(data)}]}
+        registered = requests.post(f"{base}/api/v1/files", json=body, timeout=30,
+                                   headers={"Authorization": f"Bearer {token}"})
+        assert registered.status_code == 201, registered.text
+        staging = stack.path("data", "staging")
+        if staging.exists():
+            staging.rmdir()
+        staging.write_bytes(b"not a directory")
+        put = requests.put(registered.json()["chunks"][0]["upload_url"], data=data, timeout=30)
+        assert put.status_code == 500, put.text[:200]
+        assert put.json()["error"]["code"] == "internal_error"
+    finally:
+        stack.stop()

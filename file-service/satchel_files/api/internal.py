@@ -20,7 +20,8 @@ def verify_blob_url():
     """
     store = current_app.extensions["satchel.blob_store"]
     if not isinstance(store, SignsOwnUrls):
-        raise ApiError(404, "not_found", "This blob backend does not use gateway-signed URLs.")
+        # 403, not 404: nginx's auth_request takes any other answer as its own failure (500)
+        raise ApiError(403, "forbidden", "This blob backend does not use gateway-signed URLs.")
     try:
         headers = store.verify_blob_request(request.headers.get("X-Original-Method", ""),
                                             request.headers.get("X-Original-URI", ""),
