@@ -4,7 +4,7 @@
 #   docker build --build-arg SERVICE=file-service -t satchel/file-service .
 # SERVICE (required) picks the package the build stage installs (with shared/) and the stage the
 # image is (the last FROM), so one argument decides both. The gateway image is gateway/Dockerfile.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 ARG SERVICE
 
 FROM ${PYTHON_IMAGE} AS build

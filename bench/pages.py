@@ -89,6 +89,8 @@ def _seed_account(ctx: BenchContext, database, file_object: dict, count: int,
         database["file_listing"].insert_many(listing, ordered=False)  # before, as the API
         database["user_files"].insert_many(files, ordered=False)
         database["changes"].insert_many(changes, ordered=False)
+    # the usage count the API keeps (services/quota.py): the seeded files take 0 bytes
+    database["usage"].insert_one({"_id": owner_id, "bytes": 0, "rev": 0, "updated_ms": now_ms})
     seconds = time.perf_counter() - started
     log(f"seeded {count:,} files, list entries and changes with pymongo in {seconds:.1f}s")
     return {"headers": headers, "middle": middle, "seed_seconds": seconds}

@@ -217,6 +217,7 @@ def test_a_backup_taken_under_load_restores_every_file_of_its_snapshot(tmp_path)
         for workload in workloads:
             workload.stopping.set()
             workload.join(timeout=TIMEOUT)
+            assert not workload.is_alive(), "a workload did not stop"
             assert workload.error is None, workload.error
         assert result.returncode == 0, result.stdout + result.stderr
         manifest = json.loads((backup_dir / "MANIFEST.json").read_text())

@@ -331,9 +331,8 @@ def upload(flight: Flight, entries: list[Entry]):
 def replace(flight: Flight, entry: Entry, data: bytes):
     """New content for an available file; the old and new versions are both fine until it is
     acknowledged (same size: no quota reservation, which a crash may leave held, to wait for)."""
-    entry.versions.append(data)
-
     def step():
+        entry.versions.append(data)  # from when it is sent, not before
         response = flight.send("replace", "PUT", f"/api/v1/files/{entry.user_file_id}",
                                headers=entry.headers, files=[("file", (entry.filename, data))])
         if response is not None:
@@ -343,9 +342,8 @@ def replace(flight: Flight, entry: Entry, data: bytes):
 
 
 def delete(flight: Flight, entry: Entry):
-    entry.state = EITHER
-
     def step():
+        entry.state = EITHER  # from when it is sent: a delete never sent leaves it PRESENT
         response = flight.send("delete", "DELETE", f"/api/v1/files/{entry.user_file_id}",
                                headers=entry.headers)
         if response is not None:

@@ -220,6 +220,16 @@ def _files_day(app, signing):
     maintenance.gc()
 
 
+def _shape(query):
+    """A query with its values left out: fields and operators ({status: X} is not
+    {status: {$in: [...]}}, which nx-27017 plans differently)."""
+    if isinstance(query, dict):
+        return {key: _shape(value) for key, value in query.items()}
+    if isinstance(query, list):
+        return [_shape(value) for value in query[:1]]
+    return None
+
+
 def _plan(client, database, command_name, command, query):
     collection = command[command_name]
     explained = client[database].command("explain", {"find": collection, "filter": query})
@@ -231,7 +241,7 @@ def test_every_query_a_request_sends_searches_an_index(nx, recorded):
     checked, scans, known_seen = {}, [], set()
     for origin, database, name, command in recorded:
         for query in _FILTERS[name](command):
-            shape = (origin, name, json.dumps(sorted(query)))
+            shape = (origin, name, json.dumps(_shape(query), sort_keys=True))
             if shape in checked:
                 continue
             plan = _plan(client, database, name, command, query)

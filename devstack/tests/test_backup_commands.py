@@ -12,6 +12,7 @@ import pytest
 
 from satchel_devstack import backup as backup_module
 from satchel_devstack.backup import BackupError, backup, restore, snapshot_database
+from satchel_devstack.cli import run as cli_run
 from satchel_devstack.stack import Stack, StackConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,6 +187,7 @@ def test_a_restore_starts_a_new_change_feed_epoch_before_fsck(var, tmp_path, res
     backup(make_stack(var), tmp_path / "backup")
     assert restore(make_stack(tmp_path / "restored"), tmp_path / "backup") == 0
     assert ran == [["reset-feed"], ["fsck", "--repair"]]
+    assert not (tmp_path / "restored" / "RESTORING").exists()
 
 
 def test_a_restore_whose_feed_reset_fails_is_not_complete(var, tmp_path, restore_commands):
@@ -195,3 +197,6 @@ def test_a_restore_whose_feed_reset_fails_is_not_complete(var, tmp_path, restore
     with pytest.raises(BackupError, match="could not start a new change feed epoch"):
         restore(make_stack(tmp_path / "restored"), tmp_path / "backup")
     assert ran == [["reset-feed"]]
+    # the state left behind is marked, and `make run` will not start it
+    assert (tmp_path / "restored" / "RESTORING").exists()
+    assert cli_run(make_stack(tmp_path / "restored").config) == 1
