@@ -5,7 +5,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import (
+from infra_testing import (
     REPO_ROOT,
     concat_wiring_problems,
     dockerfile_stages,

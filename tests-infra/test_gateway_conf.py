@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import (
+from infra_testing import (
     REPO_ROOT,
     gateway_concat_location,
     image_env,

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import (
+from infra_testing import (
     REPO_ROOT,
     gateway_concat_location,
     image_env,

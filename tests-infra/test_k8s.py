@@ -2,7 +2,7 @@
 import kubernetes_validate
 import pytest
 
-from conftest import REPO_ROOT, concat_wiring_problems, image_env, image_instructions, render_overlay
+from infra_testing import REPO_ROOT, concat_wiring_problems, image_env, image_instructions, render_overlay
 
 KUBERNETES_VERSION = "1.30.0"
 WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
