@@ -28,9 +28,9 @@ class Paused:
         monkeypatch.setattr(owner, name, paused)
 
 
-def run_during(monkeypatch, owner, name, request, pause: Paused):
-    """The first call of `owner.name` (a read of fsck) first runs `request` in a thread up
-    to `pause`; returns the thread and its results."""
+def repair_during(monkeypatch, maintenance, owner, name, request, pause: Paused) -> list:
+    """fsck --repair, whose first call of `owner.name` (one of its reads) first runs `request`
+    in a thread up to `pause`; the request then finishes. What the request returned."""
     real = getattr(owner, name)
     results = []
     thread = threading.Thread(target=lambda: results.append(request()))
@@ -42,7 +42,11 @@ def run_during(monkeypatch, owner, name, request, pause: Paused):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, read_after_the_request_started)
-    return thread, results
+    maintenance.fsck(repair=True)
+    pause.go.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    return results
 
 
 def test_fsck_during_a_delete_keeps_a_shared_file_object(
@@ -55,13 +59,10 @@ def test_fsck_during_a_delete_keeps_a_shared_file_object(
     pause = Paused(monkeypatch, app.extensions["satchel.files"].refcounts, "release_file_object")
     # fsck reads the intents, then the user files: alice's DELETE lists its reference and
     # removes her file in between, and waits before its decrement
-    thread, results = run_during(
-        monkeypatch, maintenance.user_files, "all",
+    results = repair_during(
+        monkeypatch, maintenance, maintenance.user_files, "all",
         lambda: client.delete(f"/api/v1/files/{mine['user_file_id']}",
                               headers=token_for("alice")).status_code, pause)
-    maintenance.fsck(repair=True)
-    pause.go.set()
-    thread.join(10)
     assert results == [204]
     assert db.file_objects.find_one({"_id": file_object_id})["ref_count"] == 1
     content = client.get(f"/api/v1/files/{theirs['user_file_id']}/content",
@@ -80,13 +81,10 @@ def test_fsck_during_an_upload_abort_keeps_a_chunk_a_file_still_uses(
     pause = Paused(monkeypatch, uploads.refcounts, "release_blobs")
     # fsck reads the intents, then the uploads' verified chunks: the abort lists its
     # references and deletes the upload in between, and waits before its decrement
-    thread, results = run_during(
-        monkeypatch, uploads, "held_blob_refs",
+    results = repair_during(
+        monkeypatch, maintenance, uploads, "held_blob_refs",
         lambda: client.delete(f"/api/v1/files/{registered['user_file_id']}",
                               headers=token_for("alice")).status_code, pause)
-    maintenance.fsck(repair=True)
-    pause.go.set()
-    thread.join(10)
     assert results == [204]
     assert db.blobs.find_one({"_id": sha(data)})["ref_count"] == 1
     clock.advance(GRACE + 1)
@@ -108,13 +106,10 @@ def test_fsck_during_an_upload_completion_keeps_its_chunks(
     pause = Paused(monkeypatch, uploads.refcounts, "release_blobs")
     # the final PATCH: the upload becomes the user file (its file object takes its own chunk
     # refs), then the upload's refs are given back; fsck reads in between
-    thread, results = run_during(
-        monkeypatch, uploads, "held_blob_refs",
+    results = repair_during(
+        monkeypatch, maintenance, uploads, "held_blob_refs",
         lambda: chunked.report("alice", registered["user_file_id"], [1]).get_json()["status"],
         pause)
-    maintenance.fsck(repair=True)
-    pause.go.set()
-    thread.join(10)
     assert results == ["available"]
     assert db.blobs.find_one({"_id": sha(data)})["ref_count"] == 2  # the two files' objects
     clock.advance(GRACE + 1)
