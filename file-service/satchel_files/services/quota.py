@@ -129,11 +129,16 @@ class Quota:
         return count
 
     def reserve(self, owner_id: str, adding_bytes: int) -> None:
-        """Take `adding_bytes` of the owner's room now, or 413 if they do not fit."""
-        self.usage(owner_id)  # the count exists
-        if not self.counts.reserve(owner_id, adding_bytes, self.user_quota_bytes,
+        """Take `adding_bytes` of the owner's room now, or 413 if they do not fit. One write
+        when the owner has a count (the usual case); the first time, it is made first."""
+        for _ in range(2):
+            if self.counts.reserve(owner_id, adding_bytes, self.user_quota_bytes,
                                    now_ms(self.clock)):
-            raise self._over_quota(self.usage(owner_id) + adding_bytes)
+                return
+            if self.counts.find(owner_id) is not None:
+                break  # it exists: the bytes do not fit
+            self.usage(owner_id)  # the owner's first count, then try again
+        raise self._over_quota(self.usage(owner_id) + adding_bytes)
 
     @contextlib.contextmanager
     def admitting(self, owner_id: str, *, adding_bytes: int) -> Iterator[Reservation]:
