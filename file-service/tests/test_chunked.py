@@ -569,3 +569,21 @@ def test_a_patch_reads_back_a_bounded_amount_and_completion_hashes_the_rest(
     assert sum(store_reads.values()) == 2 * CHUNK
     done = chunked.report("alice", user_file_id, [5]).get_json()
     assert done["status"] == "available" and done["hash"] == sha(data)
+
+
+def test_gc_keeps_an_expired_upload_that_a_get_renewed_after_gc_read_it(
+        app, client, token_for, chunked, maintenance, clock, monkeypatch):
+    body = chunked.register("alice", declare(os.urandom(CHUNK + 1))).get_json()
+    clock.advance(UPLOAD_TTL + 1)
+    repository = app.extensions["satchel.uploads"].uploads
+    real_expired = repository.expired
+
+    def expired_then_renewed(now_ms):
+        found = list(real_expired(now_ms))
+        assert chunked.get("alice", body["user_file_id"]).status_code == 200  # a resume
+        return iter(found)
+
+    monkeypatch.setattr(repository, "expired", expired_then_renewed)
+    maintenance.gc()
+    resumed = chunked.get("alice", body["user_file_id"])
+    assert resumed.status_code == 200 and resumed.get_json()["status"] == "uploading"

@@ -48,17 +48,21 @@ class UploadRepository:
              "upload_rev": current["upload_rev"]}, replacement)
         return result.matched_count == 1
 
-    def delete_if_rev(self, current: dict) -> bool:
-        result = self.collection.delete_one(
-            {"_id": current["_id"], "status": current["status"],
-             "upload_rev": current["upload_rev"]})
-        return result.deleted_count == 1
+    def delete_if_rev(self, current: dict, *, expired_by_ms: int | None = None) -> bool:
+        """Delete the upload if nobody wrote it since `current` was read, and (gc) only if it
+        is still expired by `expired_by_ms`: `touch` pushes the expiry back without a new rev."""
+        query = {"_id": current["_id"], "status": current["status"],
+                 "upload_rev": current["upload_rev"]}
+        if expired_by_ms is not None:
+            query["upload_expires_ms"] = {"$lte": expired_by_ms}
+        return self.collection.delete_one(query).deleted_count == 1
 
     def touch(self, current: dict, expires_ms: int) -> dict:
         """Push back the expiry of an upload in progress, unless someone wrote it since
-        `current` was read (every write sets the expiry too). A replace, not `$set`: nx-27017
-        drops `$set` updates on a collection named `user_files` and answers "modified: 1"
-        (docs/CONTRACT.md). The revision stays: this changes nothing another writer relies on."""
+        `current` was read (then that write decides). A replace, not `$set`: nx-27017 drops
+        `$set` updates on a collection named `user_files` and answers "modified: 1"
+        (docs/CONTRACT.md). The revision stays, so a concurrent compare-and-set still lands;
+        gc's delete checks the expiry itself (`delete_if_rev`)."""
         touched = {**current, "upload_expires_ms": expires_ms}
         result = self.collection.replace_one(
             {"_id": current["_id"], "status": current["status"],

@@ -402,13 +402,13 @@ class UploadService:
                 return
         raise ApiError(409, "conflict", "The upload is changing too often; retry.")
 
-    def _discard(self, upload: dict) -> bool:
+    def _discard(self, upload: dict, *, expired_by_ms: int | None = None) -> bool:
         """Delete the upload, then give back its chunk refs and staged bytes."""
         verified = [chunk["hash"] for chunk in upload["chunks"] if chunk["status"] == VERIFIED]
         with self.refcounts.open_intent() as intent, \
                 self.quota.releasing(upload["owner_id"]) as freed:
             self.refcounts.note_blob_releases(intent, verified)  # before the doc stops holding
-            if not self.uploads.delete_if_rev(upload):
+            if not self.uploads.delete_if_rev(upload, expired_by_ms=expired_by_ms):
                 return False
             freed(upload["size_bytes"])
             self.refcounts.release_blobs(verified)
@@ -422,8 +422,9 @@ class UploadService:
     def expire_abandoned(self, *, dry_run: bool = False) -> int:
         """gc: uploads untouched for UPLOAD_TTL_SECONDS are discarded like a DELETE."""
         removed = 0
-        for upload in list(self.uploads.expired(now_ms(self.clock))):
-            if dry_run or self._discard(upload):
+        now = now_ms(self.clock)
+        for upload in list(self.uploads.expired(now)):
+            if dry_run or self._discard(upload, expired_by_ms=now):
                 removed += 1
         return removed
 
