@@ -5,7 +5,7 @@ import pytest
 from infra_testing import REPO_ROOT, concat_wiring_problems, image_env, image_instructions, render_overlay
 
 KUBERNETES_VERSION = "1.30.0"
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
 SERVING_KINDS = {"Deployment", "StatefulSet"}
 SERVICES = {"auth-service", "file-service", "gateway"}
 
@@ -14,8 +14,14 @@ def objects_of(objects, *kinds):
     return [o for o in objects if o["kind"] in kinds]
 
 
+def pod_spec(workload):
+    if workload["kind"] == "CronJob":
+        return workload["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return workload["spec"]["template"]["spec"]
+
+
 def containers_of(workload):
-    spec = workload["spec"]["template"]["spec"]
+    spec = pod_spec(workload)
     for container in spec.get("initContainers", []) + spec["containers"]:
         yield spec, container
 
@@ -158,17 +164,30 @@ def test_images_carry_explicit_tags(overlay):
             assert repository and "/" not in tag and tag not in ("", "latest"), c["image"]
 
 
-def test_file_service_gets_every_setting_it_requires(rendered):
-    """The file service refuses to start without these (see its Config.validate)."""
+@pytest.mark.parametrize("kind, name", [("Deployment", "file-service"),
+                                        ("CronJob", "satchel-maintenance")])
+def test_file_service_gets_every_setting_it_requires(rendered, kind, name):
+    """The file service (and its CLI) refuses to start without these (its Config.validate)."""
     _overlay, objects = rendered
-    [deployment] = [o for o in objects
-                    if o["kind"] == "Deployment" and o["metadata"]["name"] == "file-service"]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    names = {e["name"] for e in container.get("env", [])}
+    [workload] = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    container = pod_spec(workload)["containers"][0]
+    names = {e["name"]: e for e in container.get("env", [])}
     for source in container.get("envFrom", []):
-        names.add(f"envFrom:{source.get('configMapRef', source.get('secretRef', {})).get('name')}")
-    for name in ("JWKS_URL", "BLOB_URL_SECRET", "MONGO_URI"):
-        assert name in names, (name, sorted(names))
+        names[f"envFrom:{source.get('configMapRef', source.get('secretRef', {})).get('name')}"] = {}
+    for required in ("JWKS_URL", "BLOB_URL_SECRET", "MONGO_URI"):
+        assert required in names, (required, sorted(names))
+    assert any(n.startswith("envFrom:satchel-config") for n in names), sorted(names)  # + hash
+    assert names["MONGO_DB"]["value"] == "satchel_files"
+
+
+def test_maintenance_runs_gc_then_fsck_daily_and_fails_on_findings(rendered):
+    _overlay, objects = rendered
+    [cron] = [o for o in objects_of(objects, "CronJob")
+              if o["metadata"]["name"] == "satchel-maintenance"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0
+    command = " ".join(pod_spec(cron)["containers"][0]["command"])
+    assert "satchel_files.cli gc && " in command and command.endswith("satchel_files.cli fsck")
 
 
 IMAGE_DEFAULTS = {
