@@ -23,12 +23,10 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pymongo import MongoClient
 
 from satchel_shared.config import ConfigError, load_config
 
@@ -167,15 +165,16 @@ def restore(stack: Stack, source: Path) -> int:
         stack.path(name).mkdir(parents=True, exist_ok=True)
     try:
         stack.start_database()
-        ended = end_requests_in_flight(stack)
-        print(f"restored the backup of {manifest['started_at']}; ended {ended} requests that "
-              f"were in flight at the snapshot", flush=True)
-        if _file_service_cli(stack, "reset-feed") != 0:
+        print(f"restored the backup of {manifest['started_at']}", flush=True)
+        if stack.run_file_admin("end-intents") != 0:  # no file service runs now
+            raise BackupError(f"could not end the requests in flight at the snapshot (above); "
+                              f"move {stack.config.var_dir} away and restore again")
+        if stack.run_file_admin("reset-feed") != 0:
             raise BackupError(f"could not start a new change feed epoch (above): sync clients "
                               f"could miss changes; move {stack.config.var_dir} away and "
                               f"restore again")
         print("fsck --repair:", flush=True)
-        status = _file_service_cli(stack, "fsck", "--repair")
+        status = stack.run_file_admin("fsck", "--repair")
     finally:
         stack.stop()
     marker.unlink()  # only now: a restore cut short leaves the old feed epoch behind
@@ -185,26 +184,3 @@ def restore(stack: Stack, source: Path) -> int:
 def restoring_marker(stack: Stack) -> Path:
     """Present from the start of a restore until it finished (feed reset, counts repaired)."""
     return stack.path("RESTORING")
-
-
-def _file_service_cli(stack: Stack, *arguments: str) -> int:
-    return subprocess.run([stack.config.python, "-m", "satchel_files.cli", *arguments],
-                          env=stack.service_env()).returncode
-
-
-def end_requests_in_flight(stack: Stack) -> int:
-    """Delete every reference intent. Only while no file service runs: an intent is a request
-    in flight, and after a restore none is; fsck --repair then recounts without them (gc does
-    the same to intents older than the grace period)."""
-    from satchel_files.repositories import IntentRepository
-
-    config = _file_service_config(stack)
-    client = MongoClient(config.mongo_uri, serverSelectionTimeoutMS=10_000)
-    try:
-        intents = IntentRepository(client[config.mongo_db])
-        stale = [intent["_id"] for intent in intents.all()]
-        for intent_id in stale:
-            intents.delete(intent_id)
-        return len(stale)
-    finally:
-        client.close()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -66,8 +65,7 @@ def admin(config: StackConfig, arguments: list[str]) -> int:
     stack = Stack(config)
     if arguments[:1] in (["backup"], ["restore"]):
         return backup_or_restore(stack, arguments)
-    command = [stack.config.python, "-m", "satchel_files.cli", *arguments]
-    return subprocess.run(command, env=stack.service_env()).returncode
+    return stack.run_file_admin(*arguments)
 
 
 def backup_or_restore(stack: Stack, arguments: list[str]) -> int:

@@ -258,6 +258,12 @@ class Stack:
             self.stop()
             raise
 
+    def run_file_admin(self, *arguments: str) -> int:
+        """The file service's admin CLI (satchel_files.cli: fsck, gc, reset-feed, end-intents)
+        against this stack's database and blobs; its exit status."""
+        return subprocess.run([self.config.python, "-m", "satchel_files.cli", *arguments],
+                              env=self.service_env()).returncode
+
     def start_database(self, *, timeout_seconds: float = 60) -> None:
         """nx-27017 alone (after prepare()): the first step of start(), and what a restore needs."""
         c = self.config

@@ -170,23 +170,22 @@ def restore_commands(monkeypatch):
     exits with the status `statuses` gives for its name (0 by default)."""
     ran, statuses = [], {}
 
-    def run(command, env):
-        arguments = command[command.index("satchel_files.cli") + 1:]
-        ran.append(arguments)
-        return backup_module.subprocess.CompletedProcess(command, statuses.get(arguments[0], 0))
+    def run_file_admin(stack, *arguments):
+        ran.append(list(arguments))
+        return statuses.get(arguments[0], 0)
 
     monkeypatch.setattr(Stack, "check_ports", lambda stack: None)
     monkeypatch.setattr(Stack, "start_database", lambda stack: None)
-    monkeypatch.setattr(backup_module, "end_requests_in_flight", lambda stack: 0)
-    monkeypatch.setattr(backup_module.subprocess, "run", run)
+    monkeypatch.setattr(Stack, "run_file_admin", run_file_admin)
     return ran, statuses
 
 
-def test_a_restore_starts_a_new_change_feed_epoch_before_fsck(var, tmp_path, restore_commands):
+def test_a_restore_ends_the_requests_in_flight_and_starts_a_new_epoch_before_fsck(
+        var, tmp_path, restore_commands):
     ran, _ = restore_commands
     backup(make_stack(var), tmp_path / "backup")
     assert restore(make_stack(tmp_path / "restored"), tmp_path / "backup") == 0
-    assert ran == [["reset-feed"], ["fsck", "--repair"]]
+    assert ran == [["end-intents"], ["reset-feed"], ["fsck", "--repair"]]
     assert not (tmp_path / "restored" / "RESTORING").exists()
 
 
@@ -196,7 +195,18 @@ def test_a_restore_whose_feed_reset_fails_is_not_complete(var, tmp_path, restore
     backup(make_stack(var), tmp_path / "backup")
     with pytest.raises(BackupError, match="could not start a new change feed epoch"):
         restore(make_stack(tmp_path / "restored"), tmp_path / "backup")
-    assert ran == [["reset-feed"]]
+    assert ran == [["end-intents"], ["reset-feed"]]
     # the state left behind is marked, and `make run` will not start it
     assert (tmp_path / "restored" / "RESTORING").exists()
     assert cli_run(make_stack(tmp_path / "restored").config) == 1
+
+
+def test_a_restore_that_cannot_end_the_requests_in_flight_stops_there(var, tmp_path,
+                                                                       restore_commands):
+    ran, statuses = restore_commands
+    statuses["end-intents"] = 1
+    backup(make_stack(var), tmp_path / "backup")
+    with pytest.raises(BackupError, match="could not end the requests in flight"):
+        restore(make_stack(tmp_path / "restored"), tmp_path / "backup")
+    assert ran == [["end-intents"]]
+    assert (tmp_path / "restored" / "RESTORING").exists()

@@ -1,6 +1,7 @@
 """Admin commands: `python -m satchel_files.cli fsck [--repair] [--json]`,
 `python -m satchel_files.cli gc [--grace-seconds N] [--dry-run]`,
-`python -m satchel_files.cli reset-feed` (also `flask fsck`, `flask gc`, `flask reset-feed`).
+`python -m satchel_files.cli reset-feed`, `python -m satchel_files.cli end-intents` (also as
+`flask` commands).
 
 Configuration comes from the same environment as the service (MONGO_URI, STORAGE_BACKEND, ...).
 fsck exits 0 when everything is consistent (or was repaired), 1 when problems remain.
@@ -76,6 +77,14 @@ def reset_feed_command() -> None:
     click.echo(f"new change feed epoch {epoch.id}: every cursor issued before it gets 410 reset")
 
 
+@click.command("end-intents")
+def end_intents_command() -> None:
+    """After restoring the database, with NO file service running: end the requests that were
+    in flight at the snapshot (their reference intents), so fsck --repair can recount."""
+    ended = _maintenance().end_all_intents()
+    click.echo(f"ended {ended} requests that were in flight at the snapshot")
+
+
 @click.group()
 def cli() -> None:
     """Satchel file service administration."""
@@ -84,10 +93,11 @@ def cli() -> None:
 cli.add_command(fsck_command)
 cli.add_command(gc_command)
 cli.add_command(reset_feed_command)
+cli.add_command(end_intents_command)
 
 
 def flask_commands() -> list[click.Command]:
-    return [fsck_command, gc_command, reset_feed_command]
+    return [fsck_command, gc_command, reset_feed_command, end_intents_command]
 
 
 if __name__ == "__main__":

@@ -104,20 +104,28 @@ def test_a_chunked_upload_of_html_declared_as_a_png_fails_and_makes_no_file(
 # 3. the blob store goes away in the middle of an upload
 
 
-def test_a_blob_store_outage_on_the_second_chunk_is_a_503_that_leaves_nothing(
-        upload, db, store, maintenance, monkeypatch):
-    real_put = store.put
-    calls, lock = [], threading.Lock()
+def before_each_put(monkeypatch, store, hook):
+    """Wrap store.put so that hook(n) runs before the n-th put (from 1), under a lock: an
+    upload's chunks are stored by several threads at once. The hashes put, in order."""
+    real_put, calls, lock = store.put, [], threading.Lock()
 
-    def put_failing_on_the_second_chunk(blob_hash, data, **kwargs):
+    def put(blob_hash, data, **kwargs):
         with lock:
             calls.append(blob_hash)
-            is_second = len(calls) == 2
-        if is_second:
-            raise StorageUnavailable("the blob store went away")
+            hook(len(calls))
         return real_put(blob_hash, data, **kwargs)
 
-    monkeypatch.setattr(store, "put", put_failing_on_the_second_chunk)
+    monkeypatch.setattr(store, "put", put)
+    return calls
+
+
+def test_a_blob_store_outage_on_the_second_chunk_is_a_503_that_leaves_nothing(
+        upload, db, store, maintenance, monkeypatch):
+    def fail_the_second(n):
+        if n == 2:
+            raise StorageUnavailable("the blob store went away")
+
+    calls = before_each_put(monkeypatch, store, fail_the_second)
     data = os.urandom(3 * CHUNK + 5)
 
     response = upload("alice", ("big.bin", data))
@@ -137,16 +145,13 @@ def test_a_blob_store_outage_on_the_second_chunk_is_a_503_that_leaves_nothing(
 
 def test_an_upload_whose_intent_disappears_is_a_503_with_counts_fsck_can_settle(
         upload, db, store, maintenance, monkeypatch):
-    real_put = store.put
-    reaped, once = [], threading.Lock()
+    reaped = []
 
-    def put_after_the_intent_was_reaped(blob_hash, data, **kwargs):
-        with once:  # chunks are stored by several threads at once
-            if not reaped:  # as gc / fsck --repair does to an intent past the grace period
-                reaped.append(db.ref_intents.delete_many({}).deleted_count)
-        return real_put(blob_hash, data, **kwargs)
+    def reap_before_the_first(n):  # as gc / fsck --repair does to an intent past the grace
+        if n == 1:
+            reaped.append(db.ref_intents.delete_many({}).deleted_count)
 
-    monkeypatch.setattr(store, "put", put_after_the_intent_was_reaped)
+    before_each_put(monkeypatch, store, reap_before_the_first)
     data = os.urandom(2 * CHUNK + 5)
 
     response = upload("alice", ("big.bin", data))

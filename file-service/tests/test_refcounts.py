@@ -193,13 +193,17 @@ def test_crash_between_the_last_release_and_marking_deleting_is_released_by_repa
     assert not store.exists(item["hash"])
 
 
-def test_a_stuck_deleting_blob_is_finished_by_gc(refcounts, maintenance, db, clock, store):
+def stuck_deleting_blob(refcounts, clock, data):
+    """A blob whose deleter marked it deleting, then crashed before deleting its bytes."""
     intent = refcounts.begin()
-    refcounts.acquire_blob(intent, sha(b"x"), b"x")
+    refcounts.acquire_blob(intent, sha(data), data)
     refcounts.abort(intent)
     clock.advance(GRACE + 1)
-    refcounts.blobs.mark_deleting(sha(b"x"), refcounts._now_ms(), refcounts._now_ms())
-    # -- crash before the bytes were deleted
+    refcounts.blobs.mark_deleting(sha(data), refcounts._now_ms(), refcounts._now_ms())
+
+
+def test_a_stuck_deleting_blob_is_finished_by_gc(refcounts, maintenance, db, clock, store):
+    stuck_deleting_blob(refcounts, clock, b"x")
     assert maintenance.gc().removed["blobs"] == 0
     clock.advance(GRACE + 1)
     assert maintenance.gc().removed["stuck_blobs"] == 1
@@ -434,13 +438,24 @@ def test_an_unreferenced_blob_without_a_timestamp_is_stamped_so_gc_collects_it(
 
 
 def test_fsck_repair_finishes_a_stuck_blob_deletion(refcounts, maintenance, db, clock, store):
-    intent = refcounts.begin()
-    refcounts.acquire_blob(intent, sha(b"z"), b"z")
-    refcounts.abort(intent)
-    clock.advance(GRACE + 1)
-    refcounts.blobs.mark_deleting(sha(b"z"), refcounts._now_ms(), refcounts._now_ms())
-    # -- crash before the bytes were deleted; the lease runs out
+    stuck_deleting_blob(refcounts, clock, b"z")  # and its lease runs out:
     clock.advance(GRACE + 1)
     assert "stuck_deleting_blob" in kinds(maintenance.fsck())
     assert maintenance.fsck(repair=True).is_clean
     assert blob(db, sha(b"z")) is None and not store.exists(sha(b"z"))
+
+
+def test_end_intents_after_a_restore_lets_repair_recount_at_once(app, upload, refcounts,
+                                                                  maintenance, db):
+    item = upload("alice", ("a.txt", b"kept"))
+    assert item.status_code == 201
+    intent = refcounts.begin()  # a request in flight at the snapshot, gone after the restore
+    refcounts.acquire_blob(intent, sha(b"x"), b"x")
+    assert maintenance.fsck().problems == []  # as far as fsck can tell: in flight
+    result = CliRunner().invoke(cli, ["end-intents"], obj={"app": app})
+    assert result.exit_code == 0 and "ended 1 requests" in result.output, result.output
+    assert db.ref_intents.count_documents({}) == 0
+    assert "blob_ref_count" in kinds(maintenance.fsck())  # no grace period to wait for
+    assert maintenance.fsck(repair=True).is_clean
+    assert blob(db, sha(b"x"))["ref_count"] == 0
+    assert blob(db, item.get_json()[0]["hash"])["ref_count"] == 1

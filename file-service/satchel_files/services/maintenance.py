@@ -131,6 +131,17 @@ class Maintenance:
             self._check_usage(report, cutoff_ms, repair)
         return report
 
+    def end_all_intents(self) -> int:
+        """After a restore, before any file service runs: every intent is a request that was
+        in flight at the snapshot, and none is now. Deleting them all is what gc does to
+        stale ones, without waiting for the grace period; fsck --repair then recounts. Never
+        while a file service runs: a live request's intent keeps its bytes from gc."""
+        ended = 0
+        for intent in list(self.intents.all()):
+            self.intents.delete(intent["_id"])
+            ended += 1
+        return ended
+
     def _is_referenced_now(self, file_object_id: str) -> bool:
         """A file object fsck saw at 0 that a request took meanwhile: no longer a problem."""
         doc = self.file_objects.find(file_object_id)
