@@ -86,8 +86,6 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     refcounts = RefCounts(blobs, file_objects, intents, store,
                           lease_seconds=config.gc_grace_seconds, clock=clock)
     settings = FileSettings(chunk_size_bytes=config.chunk_size_bytes,
-                            max_upload_bytes=config.max_upload_bytes,
-                            user_quota_bytes=config.user_quota_bytes,
                             download_url_ttl_seconds=config.download_url_ttl_seconds)
     content_urls = SignedBlobUrls(config.public_base_url, config.blob_url_secret.encode("utf-8"),
                                   clock=clock)
@@ -106,7 +104,7 @@ def register_extensions(app: Flask, config: Config, *, mongo, key_set, blob_stor
     app.extensions["satchel.uploads"] = UploadService(
         uploads, app.extensions["satchel.files"],
         UploadSettings(upload_url_ttl_seconds=config.upload_url_ttl_seconds,
-                       upload_ttl_seconds=config.upload_ttl_seconds), clock=clock)
+                       upload_ttl_seconds=config.upload_ttl_seconds), blobs=blobs, clock=clock)
     app.extensions["satchel.maintenance"] = Maintenance(
         blobs, file_objects, intents, user_files, store, refcounts,
         grace_seconds=config.gc_grace_seconds, changes=changes,

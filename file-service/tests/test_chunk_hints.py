@@ -80,3 +80,19 @@ def test_an_upload_whose_note_fails_is_still_stored(app, upload, db, monkeypatch
     assert response.status_code == 201
     assert all("file_objects" not in blob for blob in db.blobs.find({}))
     assert len(pieces_of(data)) == db.blobs.count_documents({})
+
+
+def test_many_candidate_file_objects_are_asked_about_in_one_query(chunked, upload, app,
+                                                                   monkeypatch):
+    shared = os.urandom(CHUNK)
+    for i in range(20):  # 20 file objects share the chunk: more than are asked one by one
+        upload("alice", (f"{i}.bin", shared + os.urandom(8)))
+    user_files = app.extensions["satchel.uploads"].user_files
+    one_by_one = []
+    monkeypatch.setattr(user_files, "owner_has_file_object",
+                        lambda *args: one_by_one.append(args) or True)
+    assert statuses(chunked.register("alice", declare(shared + b"new", "b.bin"))) == \
+        ["verified", "pending"]
+    assert one_by_one == []  # the many-candidates path answered
+    assert statuses(chunked.register("bob", declare(shared + b"new", "c.bin"))) == \
+        ["pending", "pending"]

@@ -25,9 +25,6 @@ class IntentRepository:
                                     "file_object_refs": [], "heartbeat_ms": now_ms,
                                     "created_at": created_at})
 
-    def add_blob_ref(self, intent_id: str, blob_hash: str, now_ms: int) -> bool:
-        return self.add_blob_refs(intent_id, [blob_hash], now_ms)
-
     def add_blob_refs(self, intent_id: str, blob_hashes: list[str], now_ms: int) -> bool:
         result = self.collection.update_one(
             {"_id": intent_id},

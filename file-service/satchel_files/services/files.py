@@ -42,9 +42,7 @@ _LIST_MAX_BATCH = 4096
 @dataclass(frozen=True)
 class FileSettings:
     chunk_size_bytes: int
-    max_upload_bytes: int
-    user_quota_bytes: int
-    download_url_ttl_seconds: int
+    download_url_ttl_seconds: int  # the limits on size are Quota's
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from pymongo.errors import DuplicateKeyError
@@ -96,10 +97,9 @@ class GcReport:
 class Maintenance:
     def __init__(self, blobs: BlobRepository, file_objects: FileObjectRepository,
                  intents: IntentRepository, user_files: UserFileRepository, store: BlobStore,
-                 refcounts: RefCounts, *, grace_seconds: int, changes: ChangeFeed | None = None,
-                 uploads: "UploadService | None" = None,
-                 listing: FileListingRepository | None = None,
-                 usage: UsageRepository | None = None, clock: Clock = time.time):
+                 refcounts: RefCounts, *, grace_seconds: int, changes: ChangeFeed,
+                 uploads: "UploadService", listing: FileListingRepository,
+                 usage: UsageRepository, clock: Clock = time.time):
         self.blobs = blobs
         self.file_objects = file_objects
         self.intents = intents
@@ -125,10 +125,8 @@ class Maintenance:
         self._check_stuck_and_stale(report, cutoff_ms, repair)
         self._check_file_object_counts(report, cutoff_ms, repair)
         self._check_blob_counts(report, cutoff_ms, repair)
-        if self.listing is not None:
-            self._check_listing(report, cutoff_ms, repair)
-        if self.usage is not None:
-            self._check_usage(report, cutoff_ms, repair)
+        self._check_listing(report, cutoff_ms, repair)
+        self._check_usage(report, cutoff_ms, repair)
         return report
 
     def end_all_intents(self) -> int:
@@ -186,12 +184,7 @@ class Maintenance:
             if repair:
                 self.listing.insert(entry)
                 problem.fixed = True
-        for entry in entries:
-            if entry["created_ms"] > cutoff_ms:
-                continue  # may be a write in flight: its file is about to become available
-            if _lists(files.get(entry["user_file_id"]), entry) \
-                    or _lists(self.user_files.find(entry["user_file_id"]), entry):
-                continue
+        for entry in self._stale_listing_entries(entries, cutoff_ms):
             problem = report.add("stale_listing_entry", entry["_id"],
                                  f"lists {entry['user_file_id']}, which is not an available "
                                  f"file at that position")
@@ -199,28 +192,29 @@ class Maintenance:
                 self.listing.delete_if_same(entry)
                 problem.fixed = True
 
-    def _collect_stale_listing(self, cutoff_ms: int, dry_run: bool) -> int:
-        """Entries older than `cutoff_ms` whose file is missing, not available, or elsewhere."""
-        removed = 0
+    def _stale_listing_entries(self, entries: Iterable[dict], cutoff_ms: int) -> Iterator[dict]:
+        """Those of `entries` older than `cutoff_ms` (younger ones may be a write in flight,
+        their file about to become available) whose file is missing, not available, or
+        elsewhere, as the user files read now say (in batches)."""
         batch: list[dict] = []
 
-        def flush() -> None:
-            nonlocal removed
-            found = self.user_files.find_many([entry["user_file_id"] for entry in batch])
-            for entry in batch:
-                if not _lists(found.get(entry["user_file_id"]), entry):
-                    if dry_run or self.listing.delete_if_same(entry):
-                        removed += 1
-            batch.clear()
+        def stale_in(entries: list[dict]) -> list[dict]:
+            found = self.user_files.find_many([entry["user_file_id"] for entry in entries])
+            return [entry for entry in entries
+                    if not _lists(found.get(entry["user_file_id"]), entry)]
 
-        for entry in list(self.listing.all()):
+        for entry in entries:
             if entry["created_ms"] <= cutoff_ms:
                 batch.append(entry)
                 if len(batch) >= _LISTING_BATCH:
-                    flush()
+                    yield from stale_in(batch)
+                    batch = []
         if batch:
-            flush()
-        return removed
+            yield from stale_in(batch)
+
+    def _collect_stale_listing(self, cutoff_ms: int, dry_run: bool) -> int:
+        return sum(1 for entry in self._stale_listing_entries(list(self.listing.all()), cutoff_ms)
+                   if dry_run or self.listing.delete_if_same(entry))
 
     def _live_intents(self, cutoff_ms: int) -> dict[str, dict]:
         return {intent["_id"]: intent for intent in self.intents.all()
@@ -298,10 +292,10 @@ class Maintenance:
         intents = self._live_intents(cutoff_ms)
         in_flight: Counter[str] = Counter()  # what requests may hold
         held: Counter[str] = Counter()  # what documents hold
-        if self.uploads is not None:  # after intents, before file objects: refs move that way
-            held_by_uploads = self.uploads.held_blob_refs()
-            held.update(held_by_uploads)
-            report.checked["upload_chunk_refs"] = sum(held_by_uploads.values())
+        # after intents, before file objects: references move that way
+        held_by_uploads = self.uploads.held_blob_refs()
+        held.update(held_by_uploads)
+        report.checked["upload_chunk_refs"] = sum(held_by_uploads.values())
         chunk_users: dict[str, list[str]] = {}
         for file_object in self.file_objects.all():
             is_live = file_object["state"] != FO_DELETING
@@ -392,9 +386,9 @@ class Maintenance:
             if dry_run or self.intents.delete_if_stale(intent["_id"], lease_cutoff_ms):
                 report.removed["stale_intents"] += 1
         live_upload_keys: set[str] = set()
-        if self.uploads is not None:  # before blobs: expiring releases refs, staging
-            report.removed["expired_uploads"] = self.uploads.expire_abandoned(dry_run=dry_run)
-            live_upload_keys = self.uploads.live_upload_keys()
+        # before blobs: expiring releases refs, and leaves the staging bytes to collect
+        report.removed["expired_uploads"] = self.uploads.expire_abandoned(dry_run=dry_run)
+        live_upload_keys = self.uploads.live_upload_keys()
         for doc in list(self.file_objects.stuck_deleting(lease_cutoff_ms)):
             if not dry_run:
                 self.file_objects.delete_deleting(doc["_id"])
@@ -421,11 +415,10 @@ class Maintenance:
             count, size = self.store.remove_stale_temp(from_ms(min(cutoff_ms, lease_cutoff_ms)))
             report.removed["temp_files"] = count
             report.removed_bytes += size
-        if self.listing is not None:  # an entry may precede its file by a write: lease
-            report.removed["stale_listing_entries"] = self._collect_stale_listing(
-                min(cutoff_ms, lease_cutoff_ms), dry_run)
-        if self.changes is not None:  # retention is its own setting, not the grace period
-            report.removed["changes"] = self.changes.trim(dry_run=dry_run)
+        # an entry may precede its file by a write: the lease too
+        report.removed["stale_listing_entries"] = self._collect_stale_listing(
+            min(cutoff_ms, lease_cutoff_ms), dry_run)
+        report.removed["changes"] = self.changes.trim(dry_run=dry_run)  # its own retention
         return report
 
     def collect_blob(self, blob_hash: str, cutoff_ms: int) -> bool:

@@ -56,8 +56,9 @@ Crashes
     - a request whose database call fails gives nothing back (open_intent): the write may have
       happened all the same (its reply lost), or an earlier one did, and a document it wrote
       would then own the references. Counts stay too high; the intent remains.
-      gc deletes intents whose heartbeat is older than the grace period WITHOUT compensating
-      (it cannot know which steps ran); fsck then recomputes the counts from the documents.
+    In both, gc deletes intents whose heartbeat is older than the grace period WITHOUT
+    compensating (it cannot know which steps ran); fsck then recomputes the counts from the
+    documents.
     - a "deleting" document whose deleter died (deleting_since_ms older than the lease) is finished
       by gc, fsck --repair or the next acquirer: a blob by deleting its bytes then its doc; a file
       object by deleting its doc only, leaving its chunk counts high for fsck to correct.
@@ -206,10 +207,7 @@ class RefCounts:
 
         `blob_hash` must have been computed here, from `data`, by the server (never a
         client's claim): the store is told the bytes are verified and does not hash again."""
-        if not self.intents.add_blob_ref(intent.id, blob_hash, self._now_ms()):
-            raise IntentLost(intent.id)
-        self._increment_blob(blob_hash, len(data))
-        intent.held_blob_refs.append(blob_hash)
+        self.acquire_stored_blob(intent, blob_hash, len(data))  # counted BEFORE the bytes land
         self.store.put(blob_hash, data, verified=True)
 
     def acquire_stored_blob(self, intent: Intent, blob_hash: str, size_bytes: int) -> None:

@@ -29,12 +29,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 from satchel_shared.errors import ApiError
 
 from .. import schemas
-from ..repositories import FileObjectRepository, UserFileRepository
+from ..repositories import (BlobRepository, FileObjectRepository, UserFileRepository,
+                            as_utc)
 from ..repositories.file_objects import LIVE
 from ..repositories.uploads import (CHUNK_FAILED, FAILED, IN_PROGRESS, PENDING, UPLOADING,
                                     VERIFIED, UploadRepository)
@@ -51,6 +52,7 @@ from .upload_digest import DIGEST_FIELD, RunningDigest, feed_chunks, stored_dige
 log = logging.getLogger(__name__)
 
 _WRITE_RETRIES = 20
+_LOOKUPS_ONE_BY_ONE = 16  # candidate file objects asked about one by one (_owned_file_objects)
 _DIGEST_CATCH_UP_BYTES = 128 * 1024 * 1024  # chunks a PATCH may read back for the digest
 
 
@@ -67,9 +69,10 @@ def new_upload_key() -> str:
 
 class UploadService:
     def __init__(self, uploads: UploadRepository, files: FileService, settings: UploadSettings,
-                 *, clock: Clock = time.time):
+                 *, blobs: BlobRepository, clock: Clock = time.time):
         self.uploads = uploads
         self.files = files
+        self.blobs = blobs  # which file objects hold a chunk (repositories/blobs.py)
         self.settings = settings
         self.clock = clock
 
@@ -180,17 +183,27 @@ class UploadService:
             owned.update(c["hash"] for c in entry.get("chunks", ()) if c["status"] == VERIFIED)
         # From the chunks to the file objects made with them (noted in the chunks' blob
         # documents), then to whether this owner has one of those: reads by key, never a scan
-        # of every file object (nx-27017); a read of the owner's files only for more than 16
-        # candidates (repositories/user_files.py).
-        candidates = self.file_objects.live_chunks(self.refcounts.blobs.file_objects_holding(wanted))
-        for file_object_id in self.user_files.owned_file_object_ids(owner_id, candidates):
+        # of every file object (nx-27017).
+        candidates = self.file_objects.live_chunks(self.blobs.file_objects_holding(wanted))
+        for file_object_id in self._owned_file_objects(owner_id, set(candidates)):
             owned.update(candidates[file_object_id])
         return owned & wanted
+
+    def _owned_file_objects(self, owner_id: str, file_object_ids: set[str]) -> set[str]:
+        """Which of `file_object_ids` one of the owner's available files points at. A few (the
+        usual case) are looked up one by one, an index read each; more, by one query over the
+        owner's files. Intersected here too: which bytes a user may skip sending is not left
+        to a database's reading of a filter."""
+        if len(file_object_ids) <= _LOOKUPS_ONE_BY_ONE:
+            return {file_object_id for file_object_id in file_object_ids
+                    if self.user_files.owner_has_file_object(owner_id, file_object_id)}
+        return self.user_files.file_object_ids_owned(owner_id, sorted(file_object_ids)) \
+            & file_object_ids
 
     def _take_owned_chunk(self, intent, chunk: dict) -> bool:
         """A reference to a chunk the user holds; False (nothing held) if its bytes are gone."""
         self.refcounts.acquire_stored_blob(intent, chunk["hash"], chunk["size_bytes"])
-        if self.store.size(chunk["hash"]) == chunk["size_bytes"]:
+        if self.files.chunks_stored([(chunk["hash"], chunk["size_bytes"])]):
             return True
         self.refcounts.release_held_blob(intent, chunk["hash"])
         return False
@@ -475,7 +488,7 @@ class UploadService:
             "mime_type": upload["mime_type"] or mime.OCTET_STREAM, "hash": upload["hash"],
             "status": upload["status"],
             "chunk_size": upload["chunk_size"], "chunks": chunks, "version": upload["version"],
-            "created_at": _utc(upload["created_at"]), "updated_at": _utc(upload["updated_at"]),
+            "created_at": as_utc(upload["created_at"]), "updated_at": as_utc(upload["updated_at"]),
             "upload_expires_at": from_ms(upload["upload_expires_ms"]),
             "failure": upload.get("failure"), "ref_count": 0, "storage_saved_bytes": 0,
             "storage_path": None, "uploaded_at": None, "download_url": None,
@@ -496,7 +509,3 @@ def _check_chunking(size_bytes: int, chunk_size: int, chunks: list[dict]) -> Non
                    f"with indexes 0..{count - 1}.",
                    {"chunk_size": chunk_size, "expected_chunks": count,
                     "expected_last_chunk_bytes": last})
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
