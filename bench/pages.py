@@ -22,6 +22,7 @@ from pymongo import MongoClient
 from satchel_files.repositories.changes import COMMITTED, change_document
 from satchel_files.repositories.listing import listing_document_for
 from satchel_files.repositories.user_files import AVAILABLE
+from satchel_files.services.changes import ChangeCursor
 from satchel_files.schemas import encode_change_cursor, encode_cursor
 
 from .context import TIMEOUT, BenchContext, check_status, log, register_user
@@ -35,7 +36,7 @@ _BATCH = 5_000
 # The pages timed, with their query for an account of `count` files.
 PAGES = {
     "changes_page": ("/api/v1/changes", lambda account, count: {
-        "cursor": encode_change_cursor(count // 2), "limit": PAGE}),
+        "cursor": encode_change_cursor(ChangeCursor(None, count // 2)), "limit": PAGE}),
     "files_page": ("/api/v1/files", lambda account, count: {
         "cursor": encode_cursor(account["middle"]["created_ms"], account["middle"]["_id"]),
         "limit": PAGE}),

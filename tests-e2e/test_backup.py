@@ -331,7 +331,7 @@ def test_a_backup_taken_under_load_restores_every_file_of_its_snapshot(tmp_path)
         undone = alice.call("GET", f"/api/v1/changes?since={after_backup_ms}")
         assert undone.status_code == 410 and undone.json()["error"]["code"] == "reset"
         followed = alice.call("GET", "/api/v1/changes", params={
-            "cursor": encode_change_cursor(restarted.seq, restarted.epoch), "limit": 1000}).json()
+            "cursor": encode_change_cursor(restarted), "limit": 1000}).json()
         assert len(followed["changes"]) == count and followed["cursor"] == latest
     finally:
         restored.stop()

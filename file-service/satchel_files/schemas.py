@@ -131,11 +131,12 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     return created_ms, user_file_id
 
 
-def encode_change_cursor(seq: int, epoch: str | None = None) -> str:
-    """The cursor after change `seq` of `epoch`; without one, the `c1` form of before epochs."""
-    if epoch is None:
-        return LEGACY_CHANGE_CURSOR.encode(seq)
-    return CHANGE_CURSOR.encode(epoch, seq)
+def encode_change_cursor(cursor: ChangeCursor) -> str:
+    """The inverse of decode_change_cursor; a cursor without an epoch is the `c1` form issued
+    before epochs existed (only tests and the bench still make one)."""
+    if cursor.epoch is None:
+        return LEGACY_CHANGE_CURSOR.encode(cursor.seq)
+    return CHANGE_CURSOR.encode(cursor.epoch, cursor.seq)
 
 
 def decode_change_cursor(cursor: str) -> ChangeCursor:

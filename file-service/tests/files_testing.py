@@ -3,6 +3,9 @@ its own, uniquely named: `conftest` is a name every tests/ directory has, so imp
 depends on which suite pytest collected first."""
 import hashlib
 
+from satchel_files.schemas import encode_change_cursor
+from satchel_files.services.changes import ChangeCursor
+
 KID = "test-key"
 CHUNK = 64 * 1024  # the smallest chunk size the config allows, so tests see multi-chunk files
 
@@ -34,3 +37,8 @@ def declare(data, filename="big.bin", chunk=CHUNK, **extra):
 
 def pieces_of(data):
     return [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+
+
+def legacy_change_cursor(seq):
+    """A `c1` change cursor, as issued before the feed had epochs."""
+    return encode_change_cursor(ChangeCursor(None, seq))

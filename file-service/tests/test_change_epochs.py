@@ -4,7 +4,9 @@ tests-e2e/test_backup.py proves it through a real backup and restore."""
 import pytest
 from click.testing import CliRunner
 
+from files_testing import legacy_change_cursor
 from satchel_files.cli import cli
+from satchel_files.services.changes import ChangeCursor
 from satchel_files.schemas import decode_change_cursor, encode_change_cursor
 
 OTHER_EPOCH = "0123456789abcdef"
@@ -68,8 +70,8 @@ def test_a_cursor_of_another_epoch_gets_a_410_reset(follow, now_cursor, write):
     write()
     position = decode_change_cursor(now_cursor())
     assert position.epoch is not None and position.epoch != OTHER_EPOCH
-    assert follow(cursor=encode_change_cursor(0, position.epoch))[0] == 200
-    assert_reset_by_a_restore(*follow(cursor=encode_change_cursor(0, OTHER_EPOCH)))
+    assert follow(cursor=encode_change_cursor(ChangeCursor(position.epoch, 0)))[0] == 200
+    assert_reset_by_a_restore(*follow(cursor=encode_change_cursor(ChangeCursor(OTHER_EPOCH, 0))))
 
 
 def test_the_first_epoch_is_created_once_on_first_use(feed, db):
@@ -86,12 +88,12 @@ def test_the_first_epoch_is_created_once_on_first_use(feed, db):
 def test_a_legacy_c1_cursor_is_followed_in_the_first_epoch_and_gets_a_410_after_a_reset(
         feed, follow, write):
     write(2)
-    status, body = follow(cursor=encode_change_cursor(1))  # issued before epochs existed
+    status, body = follow(cursor=legacy_change_cursor(1))  # issued before epochs existed
     assert status == 200 and len(body["changes"]) == 1
     assert decode_change_cursor(body["cursor"]) == (feed.epoch().id, 2)  # now in the c2 form
     feed.start_epoch()
-    assert_reset_by_a_restore(*follow(cursor=encode_change_cursor(1)))
-    assert_reset_by_a_restore(*follow(cursor=encode_change_cursor(2)))
+    assert_reset_by_a_restore(*follow(cursor=legacy_change_cursor(1)))
+    assert_reset_by_a_restore(*follow(cursor=legacy_change_cursor(2)))
 
 
 def test_a_reset_starts_a_new_epoch_and_only_its_cursors_are_followed(feed, follow, now_cursor,
@@ -126,7 +128,7 @@ def test_after_a_restore_a_cursor_from_after_the_backup_never_skips_changes(
     assert_reset_by_a_restore(*follow(cursor=after_backup))
     write(4)                                                      # seqs 3..6 of the new history
     assert_reset_by_a_restore(*follow(cursor=after_backup))       # not: 200 with seq 6 only
-    status, body = follow(cursor=encode_change_cursor(2, feed.epoch().id))
+    status, body = follow(cursor=encode_change_cursor(ChangeCursor(feed.epoch().id, 2)))
     assert status == 200 and len(body["changes"]) == 4
 
 
@@ -150,7 +152,7 @@ def test_a_reset_of_a_database_restored_from_before_epochs_refuses_c1_cursors(fe
     started = feed.start_epoch()
     assert db.change_feed.find_one({"_id": "epoch"})["epoch"] == started.id
     assert not feed.epoch().is_first
-    assert_reset_by_a_restore(*follow(cursor=encode_change_cursor(2)))
+    assert_reset_by_a_restore(*follow(cursor=legacy_change_cursor(2)))
 
 
 def test_since_before_the_epoch_began_gets_a_410_and_after_it_is_followed(feed, follow, write,

@@ -5,15 +5,17 @@ import string
 import pytest
 from marshmallow import ValidationError
 
+from files_testing import legacy_change_cursor
 from satchel_files.repositories.listing import MAX_MS
+from satchel_files.services.changes import ChangeCursor
 from satchel_files.schemas import (decode_change_cursor, decode_cursor, encode_change_cursor,
                                    encode_cursor)
 
 USER_FILE_ID = "12345678-1234-4123-8123-123456789abc"
 EPOCH = "0123456789abcdef"
 LIST_CURSOR = encode_cursor(1_800_000_000_123, USER_FILE_ID)
-CHANGE_CURSOR = encode_change_cursor(123_456, EPOCH)
-LEGACY_CHANGE_CURSOR = encode_change_cursor(123_456)  # as issued before the feed had epochs
+CHANGE_CURSOR = encode_change_cursor(ChangeCursor(EPOCH, 123_456))
+LEGACY_CHANGE_CURSOR = legacy_change_cursor(123_456)  # as issued before the feed had epochs
 
 
 def b64(text: str) -> str:
@@ -53,7 +55,7 @@ def test_a_change_cursor_names_the_epoch_of_the_feed():
 
 
 def encode_change_position(position):
-    return encode_change_cursor(position.seq, position.epoch)
+    return encode_change_cursor(position)
 
 
 @pytest.mark.parametrize("decode, encode, cursor", [
@@ -77,7 +79,7 @@ def test_every_string_a_cursor_decoder_accepts_is_the_one_the_encoder_gives(deco
 @pytest.mark.parametrize("epoch", [EPOCH, None])
 def test_a_truncated_change_cursor_is_refused_or_an_earlier_one_so_no_change_is_skipped(epoch):
     for seq in (0, 7, 10, 99, 123_456, 10**12 - 1):
-        cursor = encode_change_cursor(seq, epoch)
+        cursor = encode_change_cursor(ChangeCursor(epoch, seq))
         for cut in range(len(cursor)):
             try:
                 position = decode_change_cursor(cursor[:cut])

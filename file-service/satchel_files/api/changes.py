@@ -6,7 +6,7 @@ from flask_smorest import Blueprint
 from satchel_shared.tokens import require_auth
 
 from ..schemas import ChangesPageSchema, ChangesQuery, LatestCursorSchema, encode_change_cursor
-from ..services.changes import ChangeCursor, ChangeFeed, ChangePage
+from ..services.changes import ChangeFeed, ChangePage
 
 blueprint = Blueprint("changes", __name__, url_prefix="/api/v1/changes",
                       description="What changed in a user's files, for sync clients")
@@ -18,13 +18,9 @@ def _changes() -> ChangeFeed:
     return current_app.extensions["satchel.changes"]
 
 
-def _encoded(cursor: ChangeCursor) -> str:
-    return encode_change_cursor(cursor.seq, cursor.epoch)
-
-
 def _body(page: ChangePage) -> dict:
-    return {"changes": page.changes, "file_ids": page.file_ids, "cursor": _encoded(page.cursor),
-            "has_more": page.has_more}
+    return {"changes": page.changes, "file_ids": page.file_ids,
+            "cursor": encode_change_cursor(page.cursor), "has_more": page.has_more}
 
 
 @blueprint.get("")
@@ -52,4 +48,4 @@ def list_changes(query):
 @blueprint.doc(security=_BEARER)
 def latest_cursor():
     """A cursor for now, with no changes: list the files, then follow it."""
-    return {"cursor": _encoded(_changes().latest(g.user_id))}
+    return {"cursor": encode_change_cursor(_changes().latest(g.user_id))}

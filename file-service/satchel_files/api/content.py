@@ -6,7 +6,7 @@ from flask import Response, request
 from satchel_shared.errors import ApiError
 
 from ..services.files import Content, FileService
-from ..storage import content_disposition
+from ..storage import blob_relative_path, content_disposition
 
 
 # Chunks one concatenating redirect may name: its header (~66 bytes a chunk) must fit the
@@ -30,10 +30,10 @@ def content_response(files: FileService, content: Content, accel_prefix: str | N
                                              "Cache-Control": headers["Cache-Control"]})
     if accel_prefix and content.single_blob:
         blob = content.single_blob
-        headers["X-Accel-Redirect"] = f"{accel_prefix}/{blob[:2]}/{blob}"
+        headers["X-Accel-Redirect"] = f"{accel_prefix}/{blob_relative_path(blob)}"
         return Response(status=200, headers=headers)
     if accel_prefix and concat_location and _nginx_can_concatenate(files, content, etag):
-        chunks = ",".join(f"{blob[:2]}/{blob}" for blob, _ in content.chunks)
+        chunks = ",".join(blob_relative_path(blob) for blob, _ in content.chunks)
         headers["X-Accel-Redirect"] = f"{concat_location}?len={content.size_bytes}&chunks={chunks}"
         return Response(status=200, headers=headers)
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -123,16 +125,11 @@ class ChangeRepository:
 
     def raise_floor(self, owner_id: str, seq: int) -> None:
         """trimmed_seq = max(trimmed_seq, seq), without upserts (see repositories/__init__)."""
-        for _ in range(3):
-            if self.floors.update_one({"_id": owner_id},
-                                      {"$max": {"trimmed_seq": seq}}).matched_count:
-                return
-            try:
-                self.floors.insert_one({"_id": owner_id, "trimmed_seq": seq})
-                return
-            except DuplicateKeyError:
-                continue
-        raise RuntimeError(f"could not record the change floor of {owner_id}")
+        _update_or_insert(
+            lambda: self.floors.update_one({"_id": owner_id},
+                                           {"$max": {"trimmed_seq": seq}}).matched_count,
+            lambda: self.floors.insert_one({"_id": owner_id, "trimmed_seq": seq}),
+            f"the change floor of {owner_id}")
 
     # the epoch
 
@@ -153,15 +150,10 @@ class ChangeRepository:
     def replace_epoch(self, epoch: str, *, started_ms: int, is_first: bool) -> None:
         """Without upserts (see repositories/__init__); wins over a concurrent insert_epoch."""
         document = _epoch_document(epoch, started_ms, is_first)
-        for _ in range(3):
-            if self.feed.replace_one({"_id": _EPOCH}, document).matched_count:
-                return
-            try:
-                self.feed.insert_one(dict(document))
-                return
-            except DuplicateKeyError:
-                continue
-        raise RuntimeError("could not record the change feed's new epoch")
+        _update_or_insert(
+            lambda: self.feed.replace_one({"_id": _EPOCH}, document).matched_count,
+            lambda: self.feed.insert_one(dict(document)),
+            "the change feed's new epoch")
 
 
 _EPOCH = "epoch"
@@ -169,3 +161,17 @@ _EPOCH = "epoch"
 
 def _epoch_document(epoch: str, started_ms: int, is_first: bool) -> dict:
     return {"_id": _EPOCH, "epoch": epoch, "started_ms": started_ms, "is_first": is_first}
+
+
+def _update_or_insert(update: Callable[[], int], insert: Callable[[], object], what: str) -> None:
+    """An upsert without `upsert` (see repositories/__init__): update the document if it is
+    there, else insert it; a concurrent insert (DuplicateKeyError) means update again."""
+    for _ in range(3):
+        if update():
+            return
+        try:
+            insert()
+            return
+        except DuplicateKeyError:
+            continue
+    raise RuntimeError(f"could not record {what}")

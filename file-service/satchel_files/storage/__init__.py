@@ -8,6 +8,7 @@ from .base import (
     StagingInfo,
     StorageError,
     StorageUnavailable,
+    blob_relative_path,
     validate_blob_hash,
     validate_upload_key,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "StagingInfo",
     "StorageError",
     "StorageUnavailable",
+    "blob_relative_path",
     "build_s3_client",
     "canonical_string",
     "content_disposition",

@@ -60,6 +60,13 @@ def validate_upload_key(upload_key: object) -> str:
     return upload_key
 
 
+def blob_relative_path(blob_hash: str) -> str:
+    """Where a blob lives below a store's blob root, in every backend and in the gateway's
+    blob locations: `<hash[:2]>/<hash>` (256 directories, none too large to list)."""
+    validate_blob_hash(blob_hash)
+    return f"{blob_hash[:2]}/{blob_hash}"
+
+
 def is_blob_hash(name: str) -> bool:
     return bool(_BLOB_HASH.fullmatch(name))
 

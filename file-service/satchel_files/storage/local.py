@@ -27,10 +27,10 @@ from .base import (
     StagingInfo,
     StorageUnavailable,
     ensure_hash_matches,
+    blob_relative_path,
     is_blob_hash,
     is_upload_key,
     sha256_of_pieces,
-    validate_blob_hash,
     validate_range,
     validate_upload_key,
 )
@@ -46,8 +46,7 @@ class LocalBlobStore(SignsOwnUrls, BlobStore):
         self._urls = SignedBlobUrls(public_base_url, url_secret)
 
     def blob_path(self, blob_hash: str) -> Path:
-        validate_blob_hash(blob_hash)
-        return self._files_dir / blob_hash[:2] / blob_hash
+        return self._files_dir / blob_relative_path(blob_hash)
 
     def staging_path(self, upload_key: str) -> Path:
         return self._staging_dir / validate_upload_key(upload_key)

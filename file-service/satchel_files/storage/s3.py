@@ -23,10 +23,10 @@ from .base import (
     StorageError,
     StorageUnavailable,
     ensure_hash_matches,
+    blob_relative_path,
     is_blob_hash,
     is_upload_key,
     sha256_of_pieces,
-    validate_blob_hash,
     validate_range,
     validate_size_bytes,
     validate_ttl,
@@ -78,8 +78,7 @@ class S3BlobStore(BlobStore):
         self._prefix = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
 
     def blob_key(self, blob_hash: str) -> str:
-        validate_blob_hash(blob_hash)
-        return f"{self._prefix}files/{blob_hash[:2]}/{blob_hash}"
+        return f"{self._prefix}files/{blob_relative_path(blob_hash)}"
 
     def staging_key(self, upload_key: str) -> str:
         return f"{self._prefix}staging/{validate_upload_key(upload_key)}"

@@ -21,7 +21,8 @@ import unicodedata
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-from .base import validate_blob_hash, validate_size_bytes, validate_ttl, validate_upload_key
+from .base import (blob_relative_path, validate_size_bytes, validate_ttl,
+                   validate_upload_key)
 
 SIGNATURE_VERSION = "satchel-url-v1"
 SIGNATURE_PARAM = "signature"
@@ -51,8 +52,7 @@ class BlobUrlRefused(Exception):
 
 def blob_url_path(blob_hash: str) -> str:
     """The gateway path of a blob, e.g. `/blobs/files/ab/ab12...`."""
-    validate_blob_hash(blob_hash)
-    return f"/blobs/files/{blob_hash[:2]}/{blob_hash}"
+    return f"/blobs/files/{blob_relative_path(blob_hash)}"
 
 
 def staging_url_path(upload_key: str) -> str:
