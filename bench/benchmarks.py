@@ -250,7 +250,7 @@ def bench_download(ctx: BenchContext):
         raw_seconds, raw_used = raw_get_once(ctx)
         raw_times.append(raw_seconds)
         raw_cpu.append(raw_used)
-    typical, raw_typical = statistics.median(times), statistics.median(raw_times)
+    typical, raw_typical = statistics.median_high(times), statistics.median_high(raw_times)
     notes = [f"{payload.mib:g} MiB, median of {DOWNLOAD_PASSES} timed passes without hashing, "
              "taking turns with the raw GET: "
              + ", ".join(f"{s:.2f}s" for s in times)
@@ -258,9 +258,9 @@ def bench_download(ctx: BenchContext):
              + ", ".join(f"{s:.2f}s" for s in raw_times)
              + f"; best against best: {min(raw_times) / min(times):.2f}x",
              f"CPU during Satchel download (median pass): "
-             f"{_cpu_note(cpu[times.index(_median_member(times))])}",
+             f"{_cpu_note(cpu[times.index(typical)])}",
              f"CPU during raw GET (median pass): "
-             f"{_cpu_note(raw_cpu[raw_times.index(_median_member(raw_times))])}"]
+             f"{_cpu_note(raw_cpu[raw_times.index(raw_typical)])}"]
     if check["redirects"]:
         notes.append("redirects: " + "; ".join(check["redirects"]))
     return [throughput_row(
@@ -269,10 +269,6 @@ def bench_download(ctx: BenchContext):
         details={"satchel_seconds": times, "verify_seconds": check["seconds"],
                  "raw_get_seconds": raw_times, "redirects": check["redirects"],
                  "cpu_seconds_satchel": cpu, "cpu_seconds_raw": raw_cpu})]
-
-
-def _median_member(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 @benchmark("sha256", "hashlib.sha256 ceiling (8 MiB pieces, this process) next to upload MiB/s")

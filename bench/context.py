@@ -37,20 +37,29 @@ def check_status(response: requests.Response, *expected: int, what: str) -> None
                          f"{'/'.join(map(str, expected))}): {response.text[:500]!r}")
 
 
-def register_user(base_url: str, label: str) -> tuple[dict[str, str], str]:
-    """A new user: (bearer headers, user id)."""
+def new_credentials(base_url: str, label: str) -> tuple[str, str]:
+    """Register a new user: (email, password)."""
     email = f"bench-{label}-{secrets.token_hex(6)}@example.com"
     password = f"bench {secrets.token_urlsafe(12)} {label}"
-    with requests.Session() as session:
-        check_status(session.post(f"{base_url}/api/v1/auth/register",
-                                  json={"email": email, "password": password}, timeout=TIMEOUT),
-                     201, what="register")
-        response = session.post(f"{base_url}/api/v1/auth/login",
-                                json={"email": email, "password": password}, timeout=TIMEOUT)
-        check_status(response, 200, what="login")
-        headers = {"Authorization": f"Bearer {response.json()['token']}"}
-        me = session.get(f"{base_url}/api/v1/auth/me", headers=headers, timeout=TIMEOUT)
-        check_status(me, 200, what="me")
+    check_status(requests.post(f"{base_url}/api/v1/auth/register",
+                               json={"email": email, "password": password}, timeout=TIMEOUT),
+                 201, what="register")
+    return email, password
+
+
+def login(base_url: str, email: str, password: str) -> dict[str, str]:
+    """Bearer headers for the user."""
+    response = requests.post(f"{base_url}/api/v1/auth/login",
+                             json={"email": email, "password": password}, timeout=TIMEOUT)
+    check_status(response, 200, what="login")
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def register_user(base_url: str, label: str) -> tuple[dict[str, str], str]:
+    """A new user: (bearer headers, user id)."""
+    headers = login(base_url, *new_credentials(base_url, label))
+    me = requests.get(f"{base_url}/api/v1/auth/me", headers=headers, timeout=TIMEOUT)
+    check_status(me, 200, what="me")
     return headers, me.json()["id"]
 
 
@@ -81,7 +90,7 @@ class BenchContext:
         self._payload: Payload | None = None
         self._raw: RawNginx | None = None
         self._stack: Stack | None = None
-        self._token: tuple[str, float] | None = None
+        self._token: tuple[dict[str, str], float] | None = None
         self._credentials: tuple[str, str] | None = None
         self._stack_error: str | None = None
 
@@ -150,22 +159,10 @@ class BenchContext:
     def auth_headers(self) -> dict[str, str]:
         """A bearer token for the bench user (registered on first use, re-login after 4 min)."""
         if self._token is None or time.monotonic() - self._token[1] > 240:
-            with requests.Session() as session:
-                if self._credentials is None:
-                    email = f"bench-{secrets.token_hex(6)}@example.com"
-                    password = f"bench {secrets.token_urlsafe(12)} satchel"
-                    response = session.post(f"{self.base_url}/api/v1/auth/register",
-                                            json={"email": email, "password": password},
-                                            timeout=TIMEOUT)
-                    check_status(response, 200, 201, what="register")
-                    self._credentials = (email, password)
-                email, password = self._credentials
-                response = session.post(f"{self.base_url}/api/v1/auth/login",
-                                        json={"email": email, "password": password},
-                                        timeout=TIMEOUT)
-                check_status(response, 200, what="login")
-                self._token = (response.json()["token"], time.monotonic())
-        return {"Authorization": f"Bearer {self._token[0]}"}
+            if self._credentials is None:
+                self._credentials = new_credentials(self.base_url, "upload")
+            self._token = (login(self.base_url, *self._credentials), time.monotonic())
+        return self._token[0]
 
     def stack_pids(self) -> dict[str, int]:
         """The stack's top-level processes (gunicorn masters, nginx master, nx-27017) by name."""

@@ -21,6 +21,7 @@ from pymongo import MongoClient
 
 from satchel_files.repositories.changes import COMMITTED, change_document
 from satchel_files.repositories.listing import listing_document_for
+from satchel_files.repositories.usage import UsageRepository
 from satchel_files.repositories.user_files import AVAILABLE
 from satchel_files.services.changes import ChangeCursor
 from satchel_files.schemas import encode_change_cursor, encode_cursor
@@ -91,7 +92,7 @@ def _seed_account(ctx: BenchContext, database, file_object: dict, count: int,
         database["user_files"].insert_many(files, ordered=False)
         database["changes"].insert_many(changes, ordered=False)
     # the usage count the API keeps (services/quota.py): the seeded files take 0 bytes
-    database["usage"].insert_one({"_id": owner_id, "bytes": 0, "rev": 0, "updated_ms": now_ms})
+    UsageRepository(database).create(owner_id, 0, now_ms)
     seconds = time.perf_counter() - started
     log(f"seeded {count:,} files, list entries and changes with pymongo in {seconds:.1f}s")
     return {"headers": headers, "middle": middle, "seed_seconds": seconds}
@@ -116,13 +117,17 @@ def _time_page(ctx: BenchContext, headers: dict, path: str, params: dict) -> flo
     return statistics.median(times)
 
 
+def _seeded(ctx: BenchContext) -> dict:
+    return ctx.once("seeded accounts", lambda: _seed(ctx))
+
+
 def seeded_accounts(ctx: BenchContext) -> dict[int, dict]:
     """The two seeded accounts, by file count: {"headers", "middle", "seed_seconds"}."""
-    return ctx.once("seeded accounts", lambda: _seed(ctx))["accounts"]
+    return _seeded(ctx)["accounts"]
 
 
 def _page_row(ctx: BenchContext, name: str) -> list[Row]:
-    seeded = ctx.once("seeded accounts", lambda: _seed(ctx))
+    seeded = _seeded(ctx)
     accounts, alone_ms = seeded["accounts"], seeded["alone_ms"][name]
     path, params_for = PAGES[name]
     small, large = ACCOUNTS

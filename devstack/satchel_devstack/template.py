@@ -1,4 +1,6 @@
-"""`${NAME}` substitution as the nginx image's envsubst does it, but strict about missing names."""
+"""`${NAME}` substitution of the gateway templates for `make run`, strict about missing names.
+The gateway image renders the same templates with the same rule in gateway/docker-entrypoint.sh
+(no Python there); tests-infra/test_gateway_image.py checks that both give the same config."""
 from __future__ import annotations
 
 import re
