@@ -20,9 +20,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -36,13 +33,13 @@ from pymongo import MongoClient, monitoring
 from satchel_auth import create_app as create_auth_app
 from satchel_auth.config import AuthConfig
 from satchel_auth.keys import generate_key
-from satchel_devstack.stack import free_port
+from satchel_devstack.stack import HOST, Stack
 from satchel_files import create_app as create_file_app
 from satchel_files.config import Config as FileConfig
 from satchel_shared.config import load_config
 from satchel_shared.tokens import StaticKeySet
 
-from satchel_e2e import PASSWORD, sha256
+from satchel_e2e import PASSWORD, sha256, stack_config
 
 CHUNK = 64 * 1024
 KID = "plans"
@@ -61,26 +58,15 @@ _KNOWN_SCANS: dict[str, str] = {}
 
 @pytest.fixture(scope="module")
 def nx(tmp_path_factory):
-    data = tmp_path_factory.mktemp("nx")
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "satchel_devstack.mongo_server", "--data-dir", str(data),
-         "--host", "127.0.0.1", "--port", str(port), "--log-file", str(data / "nx.log"),
-         "--pid-file", str(data / "nx.pid")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail("nx-27017 did not start")
-            time.sleep(0.1)
-    yield f"mongodb://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    """nx-27017 alone, started as the devstack starts it (what a restore runs, too)."""
+    stack = Stack(stack_config(tmp_path_factory.mktemp("nx") / "var"))
+    for directory in ("mongo", "log", "run"):
+        stack.path(directory).mkdir(parents=True)
+    try:
+        stack.start_database(timeout_seconds=30)
+        yield f"mongodb://{HOST}:{stack.config.mongo_port}"
+    finally:
+        stack.stop()
 
 
 class Recorder(monitoring.CommandListener):
