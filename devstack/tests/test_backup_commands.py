@@ -58,6 +58,8 @@ def test_a_snapshot_is_one_instant_of_a_database_being_written(tmp_path):
     make_database(source, rows=0)
     stop = threading.Event()
 
+    committed = threading.Event()
+
     def writer():  # every transaction adds a pair of rows
         with sqlite3.connect(source, timeout=30) as db:
             batch = 0
@@ -65,21 +67,28 @@ def test_a_snapshot_is_one_instant_of_a_database_being_written(tmp_path):
                 batch += 1
                 with db:
                     db.executemany("INSERT INTO t VALUES (?, ?)", [(batch, 0), (batch, 1)])
+                committed.set()
 
-    thread = threading.Thread(target=writer)
+    thread = threading.Thread(target=writer, daemon=True)
     thread.start()
     counts = []
     try:
-        for attempt in range(5):
+        assert committed.wait(30), "the writer never committed"
+        # snapshots until two differ (the writer went on between them); bounded, not timed
+        for attempt in range(200):
             target = tmp_path / f"snapshot-{attempt}.db"
             snapshot_database(source, target)
             with sqlite3.connect(target) as db:
                 assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
                 counts.append(db.execute("SELECT COUNT(*) FROM t").fetchone()[0])
             assert not Path(f"{target}-wal").exists()
+            target.unlink()
+            if attempt >= 4 and len(set(counts)) > 1:
+                break
     finally:
         stop.set()
-        thread.join()
+        thread.join(30)
+    assert not thread.is_alive()
     assert all(count % 2 == 0 for count in counts), counts  # whole transactions only
     assert len(set(counts)) > 1, counts  # the writer went on between the snapshots
 
@@ -210,3 +219,28 @@ def test_a_restore_that_cannot_end_the_requests_in_flight_stops_there(var, tmp_p
         restore(make_stack(tmp_path / "restored"), tmp_path / "backup")
     assert ran == [["end-intents"]]
     assert (tmp_path / "restored" / "RESTORING").exists()
+
+
+def test_a_restore_returns_fsck_s_status_and_always_stops_what_it_started(
+        var, tmp_path, restore_commands, monkeypatch):
+    ran, statuses = restore_commands
+    stopped = []
+    monkeypatch.setattr(Stack, "stop", lambda stack, **kwargs: stopped.append(True))
+    statuses["fsck"] = 1
+    backup(make_stack(var), tmp_path / "backup")
+    assert restore(make_stack(tmp_path / "restored"), tmp_path / "backup") == 1
+    assert ran[-1] == ["fsck", "--repair"] and stopped == [True]
+    statuses["end-intents"] = 1
+    with pytest.raises(BackupError):
+        restore(make_stack(tmp_path / "again"), tmp_path / "backup")
+    assert stopped == [True, True]  # also when the restore fails half-way
+
+
+def test_a_restore_refuses_a_var_that_holds_only_blobs(var, tmp_path):
+    backup(make_stack(var), tmp_path / "backup")
+    target = tmp_path / "blobs-only"
+    blob = target / "data" / "files" / BLOB_HASH[:2] / BLOB_HASH
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(BLOB)
+    with pytest.raises(BackupError, match="already holds a Satchel"):
+        restore(make_stack(target), tmp_path / "backup")

@@ -184,3 +184,11 @@ def test_the_reset_feed_command_starts_a_new_epoch(app, feed, follow, now_cursor
     assert_reset_by_a_restore(*follow(cursor=before))
     assert follow(cursor=now_cursor())[0] == 200
     assert db.change_feed.count_documents({}) == 1
+
+
+def test_since_is_refused_up_to_the_millisecond_the_epoch_began(feed, follow, write, clock):
+    write()
+    clock.advance(60)
+    started = feed.start_epoch()
+    assert_reset_by_a_restore(*follow(since=str(started.started_ms - 1)))
+    assert follow(since=str(started.started_ms))[0] == 200

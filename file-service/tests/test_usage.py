@@ -224,3 +224,55 @@ def test_a_replace_that_dies_after_its_write_leaves_the_count_high_never_low(
                    content_type="multipart/form-data")
         monkeypatch.undo()
         assert total(db) == size and usage(db) >= total(db)
+
+
+def test_fsck_that_read_a_count_before_a_delete_never_sets_it_from_a_sum_after(
+        app, client, token_for, upload, db, maintenance, clock, monkeypatch):
+    """The delete's mark (the count's rev) is what makes fsck's compare-and-set fail here:
+    fsck read the count, then the delete removed its file, then fsck summed."""
+    items = upload("alice", ("a.bin", os.urandom(100)), ("b.bin", os.urandom(50))).get_json()
+    db.usage.update_one({"_id": "alice"}, {"$inc": {"bytes": 7}})  # too high: fsck will act
+    clock.advance(GRACE + 1)
+    quota = app.extensions["satchel.files"].quota
+    held_back = []
+    monkeypatch.setattr(quota, "released", lambda owner_id, n: held_back.append((owner_id, n)))
+    user_files = app.extensions["satchel.files"].user_files
+    real_sum = user_files.total_size_by_owner
+
+    def delete_while_summing():
+        monkeypatch.setattr(user_files, "total_size_by_owner", real_sum)
+        assert client.delete(f"/api/v1/files/{items[0]['user_file_id']}",
+                             headers=token_for("alice")).status_code == 204
+        return real_sum()
+
+    monkeypatch.setattr(user_files, "total_size_by_owner", delete_while_summing)
+    maintenance.fsck(repair=True)
+    monkeypatch.undo()
+    for owner_id, freed in held_back:  # the delete's give-back lands after fsck
+        quota.released(owner_id, freed)
+    assert usage(db) >= total(db) == 50
+
+
+def test_a_replace_refused_after_its_reservation_gives_the_room_back(
+        app, client, token_for, upload, db, monkeypatch):
+    file_id = upload("alice", ("a.bin", os.urandom(100))).get_json()[0]["user_file_id"]
+    user_files = app.extensions["satchel.files"].user_files
+
+    def deleted_meanwhile(current, replacement):  # the growth is reserved by now
+        db.user_files.delete_one({"_id": current["_id"]})
+        return False
+
+    monkeypatch.setattr(user_files, "replace_if_unchanged", deleted_meanwhile)
+    response = client.put(f"/api/v1/files/{file_id}", headers=token_for("alice"),
+                          data={"file": (io.BytesIO(os.urandom(CHUNK)), "x.bin")},
+                          content_type="multipart/form-data")
+    assert response.status_code == 404
+    assert usage(db) == 100  # the file went outside the API; the growth it reserved came back
+
+
+def test_fsck_repairs_an_old_count_of_an_owner_with_no_files_left(db, maintenance, clock):
+    db.usage.insert_one({"_id": "gone", "bytes": 40, "rev": 3,
+                         "updated_ms": int(clock() * 1000) - GRACE * 1000})  # exactly as old
+    report = maintenance.fsck(repair=True)
+    assert [(p.kind, p.id, p.fixed) for p in report.problems] == [("usage_count", "gone", True)]
+    assert usage(db, "gone") == 0

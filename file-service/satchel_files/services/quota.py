@@ -55,28 +55,28 @@ class Reservation:
 
 
 class Adjustment:
-    """The room held for one write of `Quota.adjusting`: `reserved` bytes, for `delta`."""
+    """The room held for one write of `Quota.adjusting`: `reserved` bytes, for `delta`. The
+    owner has a count from the start (`adjusting` makes it), so every attempt settles
+    against it."""
 
     def __init__(self, quota: "Quota", owner_id: str) -> None:
         self.quota, self.owner_id = quota, owner_id
         self.reserved = 0
         self.delta = 0
-        self.is_counted = False  # the owner has a count to settle against
 
     def to(self, delta: int) -> None:
         """The next attempt's write changes the owner's bytes by `delta`."""
         self.delta = delta
         if delta > self.reserved:
             self.quota.reserve(self.owner_id, delta - self.reserved)
-            self.reserved, self.is_counted = delta, True
-        elif delta < self.reserved or (delta < 0 and not self.is_counted):
-            # it frees room, or needs less than is held: mark the count first
-            self.is_counted = self.quota.counts.touch(self.owner_id, now_ms(self.quota.clock))
+            self.reserved = delta
+        elif delta < self.reserved:  # it frees room, or needs less than is held: mark first
+            self.quota.counts.touch(self.owner_id, now_ms(self.quota.clock))
 
     @property
     def surplus(self) -> int:
         """What to give back once the write is done."""
-        return self.reserved - self.delta if self.is_counted else 0
+        return self.reserved - self.delta
 
 
 class Quota:
@@ -170,6 +170,7 @@ class Quota:
     def adjusting(self, owner_id: str) -> Iterator[Adjustment]:
         """For a compare-and-set whose size change is only known per attempt (new content for a
         file that may change meanwhile): `to(delta)` before each attempt's write."""
+        self.usage(owner_id)  # the count exists before any attempt (see Adjustment)
         adjustment = Adjustment(self, owner_id)
         try:
             yield adjustment
