@@ -391,18 +391,19 @@ def test_racing_registrations_by_one_user_never_take_it_over_quota(local):
     fits = USER_QUOTA // size
     racers = fits + 5
     declared = [os.urandom(size) for _ in range(racers)]
-    barrier = threading.Barrier(racers)
+    barrier = threading.Barrier(racers, timeout=30)  # a racer that died breaks it, no hang
     statuses = []
 
     def race(data):
         barrier.wait()
         statuses.append(local.register(headers, data).status_code)
 
-    threads = [threading.Thread(target=race, args=(data,)) for data in declared]
+    threads = [threading.Thread(target=race, args=(data,), daemon=True) for data in declared]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a racer hung"
     assert sorted(statuses) == [201] * fits + [413] * (racers - fits)
 
 

@@ -286,7 +286,7 @@ def test_racing_uploads_by_one_user_never_take_it_over_quota(api, user):
     size = MAX_UPLOAD - 1000
     fits = USER_QUOTA // size
     racers = fits + 5
-    barrier = threading.Barrier(racers)
+    barrier = threading.Barrier(racers, timeout=30)  # a racer that died breaks it, no hang
     statuses = []
 
     def race(n):
@@ -295,11 +295,12 @@ def test_racing_uploads_by_one_user_never_take_it_over_quota(api, user):
         response = upload(api, user["headers"], (f"race-{n}.bin", data))
         statuses.append((response.status_code, response.json()))
 
-    threads = [threading.Thread(target=race, args=(n,)) for n in range(racers)]
+    threads = [threading.Thread(target=race, args=(n,), daemon=True) for n in range(racers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a racer hung"
     codes = sorted(status for status, _ in statuses)
     assert codes == [201] * fits + [413] * (racers - fits), statuses
     assert all(body["error"]["code"] == "quota_exceeded" for status, body in statuses

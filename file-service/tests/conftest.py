@@ -68,6 +68,11 @@ def store(app):
 
 
 @pytest.fixture
+def refcounts(app):
+    return app.extensions["satchel.files"].refcounts
+
+
+@pytest.fixture
 def maintenance(app):
     return app.extensions["satchel.maintenance"]
 

@@ -42,3 +42,9 @@ def pieces_of(data):
 def legacy_change_cursor(seq):
     """A `c1` change cursor, as issued before the feed had epochs."""
     return encode_change_cursor(ChangeCursor(None, seq))
+
+
+def blob_refs(db, blob_hash):
+    """A blob's ref_count; 0 when it has no document at all."""
+    doc = db.blobs.find_one({"_id": blob_hash})
+    return 0 if doc is None else doc["ref_count"]

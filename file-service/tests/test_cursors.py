@@ -54,14 +54,10 @@ def test_a_change_cursor_names_the_epoch_of_the_feed():
     assert decode_change_cursor(CHANGE_CURSOR).seq == 123_456
 
 
-def encode_change_position(position):
-    return encode_change_cursor(position)
-
-
 @pytest.mark.parametrize("decode, encode, cursor", [
     (decode_cursor, lambda position: encode_cursor(*position), LIST_CURSOR),
-    (decode_change_cursor, encode_change_position, CHANGE_CURSOR),
-    (decode_change_cursor, encode_change_position, LEGACY_CHANGE_CURSOR),
+    (decode_change_cursor, encode_change_cursor, CHANGE_CURSOR),
+    (decode_change_cursor, encode_change_cursor, LEGACY_CHANGE_CURSOR),
 ])
 def test_every_string_a_cursor_decoder_accepts_is_the_one_the_encoder_gives(decode, encode,
                                                                               cursor):
@@ -73,7 +69,7 @@ def test_every_string_a_cursor_decoder_accepts_is_the_one_the_encoder_gives(deco
             continue
         accepted += 1
         assert encode(position) == text, (text, position)
-    assert accepted < len(spellings(cursor)) / 10  # nearly every tampered spelling is refused
+    assert 0 < accepted < len(spellings(cursor)) / 10  # the canonical one, and next to none else
 
 
 @pytest.mark.parametrize("epoch", [EPOCH, None])

@@ -7,18 +7,12 @@ import threading
 import pytest
 from pymongo.errors import AutoReconnect
 
-from files_testing import CHUNK, declare, pieces_of, sha
+from files_testing import CHUNK, blob_refs, declare, pieces_of, sha
 from satchel_files.storage import StorageUnavailable
 
 
 def code(response):
     return response.get_json()["error"]["code"]
-
-
-def blob_refs(db, blob_hash):
-    """A blob's ref_count; 0 when it has no document at all."""
-    doc = db.blobs.find_one({"_id": blob_hash})
-    return 0 if doc is None else doc["ref_count"]
 
 
 def replace_content(client, headers, user_file_id, data):

@@ -1,20 +1,11 @@
 """RefCounts.open_intent: the block's intent is aborted if the block raises (but for a database
 error), ended once the block is done, and left alone when the block aborted it itself."""
-import hashlib
 
 import pytest
 from pymongo.errors import PyMongoError
 
+from files_testing import blob_refs, sha
 from satchel_files.services.refcounts import Intent
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def refcounts(app):
-    return app.extensions["satchel.files"].refcounts
 
 
 @pytest.fixture
@@ -30,10 +21,6 @@ def settled(refcounts, monkeypatch):
         monkeypatch.setattr(refcounts, name, spy)
     return calls
 
-
-def blob_refs(db, blob_hash):
-    doc = db.blobs.find_one({"_id": blob_hash})
-    return 0 if doc is None else doc["ref_count"]
 
 
 def has_intent(db, intent: Intent) -> bool:

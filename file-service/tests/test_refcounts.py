@@ -1,5 +1,4 @@
 """Reference counting step by step: crashes between steps, GC racing uploads, fsck and gc."""
-import hashlib
 import json
 import os
 import threading
@@ -8,19 +7,11 @@ import pytest
 from click.testing import CliRunner
 from pymongo.errors import AutoReconnect
 
+from files_testing import sha
 from satchel_files.cli import cli
 from satchel_files.services.refcounts import ReferencesBusy
 
 GRACE = 3600
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture
-def refcounts(app):
-    return app.extensions["satchel.files"].refcounts
 
 
 def kinds(report):

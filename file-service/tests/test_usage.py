@@ -219,9 +219,10 @@ def test_a_replace_that_dies_after_its_write_leaves_the_count_high_never_low(
 
     for size in (30, 80, 150):  # smaller, then larger than before (each after a crash)
         monkeypatch.setattr(quota, "released", crash)
-        client.put(f"/api/v1/files/{file_id}", headers=alice,
-                   data={"file": (io.BytesIO(os.urandom(size)), "x.bin")},
-                   content_type="multipart/form-data")
+        crashed = client.put(f"/api/v1/files/{file_id}", headers=alice,
+                             data={"file": (io.BytesIO(os.urandom(size)), "x.bin")},
+                             content_type="multipart/form-data")
+        assert crashed.status_code == 503  # after its write: the new content stays
         monkeypatch.undo()
         assert total(db) == size and usage(db) >= total(db)
 
