@@ -13,6 +13,11 @@ from files_testing import CHUNK, declare, sha
 GRACE = 3600
 
 
+def assert_downloads(client, headers, user_file_id, data):
+    content = client.get(f"/api/v1/files/{user_file_id}/content", headers=headers)
+    assert content.status_code == 200 and content.data == data
+
+
 class Paused:
     """Wraps `owner.name` so that the request calling it waits there until released."""
 
@@ -65,9 +70,7 @@ def test_fsck_during_a_delete_keeps_a_shared_file_object(
                               headers=token_for("alice")).status_code, pause)
     assert results == [204]
     assert db.file_objects.find_one({"_id": file_object_id})["ref_count"] == 1
-    content = client.get(f"/api/v1/files/{theirs['user_file_id']}/content",
-                         headers=token_for("bob"))
-    assert content.status_code == 200 and content.data == data
+    assert_downloads(client, token_for("bob"), theirs['user_file_id'], data)
 
 
 def test_fsck_during_an_upload_abort_keeps_a_chunk_a_file_still_uses(
@@ -89,9 +92,7 @@ def test_fsck_during_an_upload_abort_keeps_a_chunk_a_file_still_uses(
     assert db.blobs.find_one({"_id": sha(data)})["ref_count"] == 1
     clock.advance(GRACE + 1)
     maintenance.gc()
-    content = client.get(f"/api/v1/files/{item['user_file_id']}/content",
-                         headers=token_for("alice"))
-    assert content.status_code == 200 and content.data == data
+    assert_downloads(client, token_for("alice"), item['user_file_id'], data)
 
 
 def test_fsck_during_an_upload_completion_keeps_its_chunks(
@@ -115,6 +116,4 @@ def test_fsck_during_an_upload_completion_keeps_its_chunks(
     clock.advance(GRACE + 1)
     maintenance.gc()
     assert maintenance.fsck().problems == []
-    content = client.get(f"/api/v1/files/{registered['user_file_id']}/content",
-                         headers=token_for("alice"))
-    assert content.status_code == 200 and content.data == body
+    assert_downloads(client, token_for("alice"), registered['user_file_id'], body)
