@@ -293,6 +293,28 @@ def test_chunks_reported_one_at_a_time_in_any_order_complete_the_right_file(back
     assert detail["hash"] == sha256(data) and download(detail["download_url"]) == data
 
 
+def test_one_patch_of_many_chunks_verifies_each_on_its_own(backend):
+    """Checked several at a time on the server: each chunk gets its own outcome."""
+    headers = backend.new_user()
+    data = os.urandom(9 * CHUNK_SIZE + 1)
+    body = backend.register(headers, data).json()
+    for chunk in body["chunks"]:
+        if chunk["index"] != 7:  # never sent
+            wrong = chunk["index"] == 2
+            content = os.urandom(CHUNK_SIZE) if wrong else pieces(data)[chunk["index"]]
+            assert backend.put(chunk, content).status_code in (200, 201, 204)
+    result = backend.report(headers, body["user_file_id"], list(range(10))).json()
+    statuses = [c["status"] for c in result["chunks"]]
+    assert statuses == ["verified"] * 2 + ["failed"] + ["verified"] * 4 + ["failed"] + \
+        ["verified"] * 2, result
+    retries = [result["chunks"][2], result["chunks"][7]]
+    for chunk in retries:
+        assert backend.put(chunk, pieces(data)[chunk["index"]]).status_code in (200, 201, 204)
+    done = backend.report(headers, body["user_file_id"], [2, 7]).json()
+    assert done["status"] == "available" and done["hash"] == sha256(data)
+    assert download(done["download_url"]) == data
+
+
 def test_delete_aborts_an_upload(backend):
     headers = backend.new_user()
     data = os.urandom(2 * CHUNK_SIZE)

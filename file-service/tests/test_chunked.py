@@ -6,6 +6,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from satchel_files.storage import StorageError
+
 from files_testing import CHUNK, declare, pieces_of, sha
 
 UPLOAD_TTL = 86400
@@ -253,7 +255,8 @@ def test_two_reports_of_one_chunk_at_the_same_moment_both_see_it_verified(chunke
 
     def promote_while_another_report_comes_in(*args, **kwargs):
         real_promote(*args, **kwargs)
-        if not inner:
+        if not inner:  # once: the inner report's own promote must not start a third
+            inner["started"] = True
             inner["response"] = chunked.report("alice", body["user_file_id"], [0])
 
     monkeypatch.setattr(store, "promote_staging", promote_while_another_report_comes_in)
@@ -286,6 +289,136 @@ def test_other_users_cannot_see_report_or_abort_an_upload(chunked, client, token
     assert chunked.get("bob", fid).status_code == 403
     assert chunked.report("bob", fid, [0]).status_code == 403
     assert client.delete(f"/api/v1/files/{fid}", headers=token_for("bob")).status_code == 403
+
+
+# several chunks in one PATCH
+
+
+def staged_upload(chunked, data, body=None):
+    """alice registers `data` and PUTs every chunk: the POST's answer."""
+    registered = chunked.register("alice", body or declare(data)).get_json()
+    for entry, piece in zip(registered["chunks"], pieces_of(data)):
+        chunked.put(entry, piece)
+    return registered
+
+
+def staging_key(entry):
+    return urlsplit(entry["upload_url"]).path.rsplit("/", 1)[1]
+
+
+def promote_then(store, monkeypatch, key, action):
+    """Run `action()` once, right after the staged bytes of attempt `key` are promoted."""
+    real_promote, done = store.promote_staging, []
+
+    def promote(upload_key, *args, **kwargs):
+        real_promote(upload_key, *args, **kwargs)
+        if upload_key == key and not done:
+            done.append(True)
+            action()
+
+    monkeypatch.setattr(store, "promote_staging", promote)
+
+
+def fail_promoting(store, monkeypatch, key):
+    """The blob store fails to promote attempt `key`; undo() puts it right."""
+    real_promote = store.promote_staging
+
+    def promote(upload_key, *args, **kwargs):
+        if upload_key == key:
+            raise StorageError("disk went away")
+        return real_promote(upload_key, *args, **kwargs)
+
+    monkeypatch.setattr(store, "promote_staging", promote)
+    return lambda: monkeypatch.setattr(store, "promote_staging", real_promote)
+
+
+def test_a_patch_of_several_chunks_records_every_outcome_in_one_write(chunked, db, store):
+    data = os.urandom(4 * CHUNK)
+    pieces = pieces_of(data)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], pieces[0])
+    chunked.put(body["chunks"][1], os.urandom(CHUNK))  # right size, wrong bytes
+    chunked.put(body["chunks"][2], pieces[2][:-1])     # wrong size; chunk 3 never sent
+    rev = db.user_files.find_one({"_id": body["user_file_id"]})["upload_rev"]
+
+    result = chunked.report("alice", body["user_file_id"], [3, 2, 1, 0]).get_json()
+    assert [c["status"] for c in result["chunks"]] == ["verified", "failed", "failed", "failed"]
+    assert [bool(c.get("upload_url")) for c in result["chunks"]] == [False, True, True, True]
+    assert db.user_files.find_one({"_id": body["user_file_id"]})["upload_rev"] == rev + 1
+    assert blob_count(db, sha(pieces[0])) == 1
+    assert not any(blob_count(db, sha(piece)) for piece in pieces[1:])
+    assert db.ref_intents.count_documents({}) == 0 and list(store.iter_staging()) == []
+
+
+def test_a_chunk_a_concurrent_report_settles_mid_batch_is_counted_once(
+        chunked, db, store, monkeypatch, maintenance):
+    data = os.urandom(2 * CHUNK)
+    pieces = pieces_of(data)
+    body = staged_upload(chunked, data)
+    inner = {}
+    promote_then(store, monkeypatch, staging_key(body["chunks"][1]), lambda: inner.setdefault(
+        "chunks", chunked.report("alice", body["user_file_id"], [0]).get_json()["chunks"]))
+
+    outer = chunked.report("alice", body["user_file_id"], [0, 1]).get_json()
+    assert inner["chunks"][0]["status"] == "verified" and inner["chunks"][1]["status"] == "pending"
+    assert outer["status"] == "available" and outer["hash"] == sha(data)
+    assert [blob_count(db, sha(piece)) for piece in pieces] == [1, 1]
+    assert db.ref_intents.count_documents({}) == 0 and maintenance.fsck().is_clean
+
+
+def test_an_upload_aborted_mid_batch_gets_a_404_and_keeps_no_reference(
+        chunked, client, token_for, db, store, monkeypatch, maintenance):
+    data = os.urandom(2 * CHUNK)
+    pieces = pieces_of(data)
+    body = staged_upload(chunked, data)
+    promote_then(store, monkeypatch, staging_key(body["chunks"][0]), lambda: client.delete(
+        f"/api/v1/files/{body['user_file_id']}", headers=token_for("alice")))
+
+    response = chunked.report("alice", body["user_file_id"], [0, 1])
+    assert response.status_code == 404 and code(response) == "not_found"
+    assert [blob_count(db, sha(piece)) for piece in pieces] == [0, 0]
+    assert db.ref_intents.count_documents({}) == 0 and db.user_files.count_documents({}) == 0
+    assert maintenance.fsck().is_clean
+
+
+def test_a_store_failure_mid_batch_changes_nothing_and_a_retry_completes(
+        chunked, db, store, monkeypatch, maintenance):
+    data = os.urandom(3 * CHUNK)
+    pieces = pieces_of(data)
+    body = staged_upload(chunked, data)
+    before = db.user_files.find_one({"_id": body["user_file_id"]})
+    undo = fail_promoting(store, monkeypatch, staging_key(body["chunks"][1]))
+    response = chunked.report("alice", body["user_file_id"], [0, 1, 2])
+    assert response.status_code == 503 and code(response) == "service_unavailable"
+    assert db.user_files.find_one({"_id": body["user_file_id"]}) == before
+    assert not any(blob_count(db, sha(piece)) for piece in pieces)
+    assert db.ref_intents.count_documents({}) == 0
+
+    undo()
+    done = chunked.report("alice", body["user_file_id"], [0, 1, 2]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert [blob_count(db, sha(piece)) for piece in pieces] == [1, 1, 1]
+    assert maintenance.fsck().is_clean
+
+
+def test_a_patch_of_many_chunks_keeps_the_progress_of_each_write(
+        chunked, db, store, monkeypatch, maintenance):
+    from satchel_files.services import uploads
+    monkeypatch.setattr(uploads, "_CHUNKS_PER_WRITE", 2)
+    data = os.urandom(6 * CHUNK)
+    pieces = pieces_of(data)
+    body = staged_upload(chunked, data)
+    undo = fail_promoting(store, monkeypatch, staging_key(body["chunks"][3]))
+    assert chunked.report("alice", body["user_file_id"], [0, 1, 2, 3, 4]).status_code == 503
+    kept = db.user_files.find_one({"_id": body["user_file_id"]})
+    assert [c["status"] for c in kept["chunks"]] == ["verified"] * 2 + ["pending"] * 4
+    assert [blob_count(db, sha(piece)) for piece in pieces[:2]] == [1, 1]
+    assert not any(blob_count(db, sha(piece)) for piece in pieces[2:])
+
+    undo()
+    done = chunked.report("alice", body["user_file_id"], [2, 3, 4, 5]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert maintenance.fsck().is_clean
 
 
 # resume, abort, expiry
@@ -418,10 +551,7 @@ def store_reads(store, monkeypatch):
 
 
 def registered_and_put(chunked, data, body=None):
-    registered = chunked.register("alice", body or declare(data)).get_json()
-    for entry, piece in zip(registered["chunks"], pieces_of(data)):
-        chunked.put(entry, piece)
-    return registered["user_file_id"]
+    return staged_upload(chunked, data, body)["user_file_id"]
 
 
 def stored_digest_of(db, user_file_id):
@@ -569,6 +699,21 @@ def test_a_patch_reads_back_a_bounded_amount_and_completion_hashes_the_rest(
     assert sum(store_reads.values()) == 2 * CHUNK
     done = chunked.report("alice", user_file_id, [5]).get_json()
     assert done["status"] == "available" and done["hash"] == sha(data)
+
+
+def test_a_patch_of_every_chunk_reads_each_back_once_however_small_the_allowance(
+        chunked, db, monkeypatch, store_reads):
+    """Its own chunks are not others' to catch up on: verified several at a time, all but the
+    first are read back once for the digest, and completion has nothing left to read."""
+    from satchel_files.services import uploads
+    monkeypatch.setattr(uploads, "_DIGEST_CATCH_UP_BYTES", 0)
+    data = os.urandom(6 * CHUNK)
+    user_file_id = registered_and_put(chunked, data)
+    chunked.report("alice", user_file_id, [0, 1, 2, 3, 4])
+    assert stored_digest_of(db, user_file_id)["through"] == 5
+    done = chunked.report("alice", user_file_id, [5]).get_json()  # hashed as it is checked
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert store_reads == Counter({sha(piece): CHUNK for piece in pieces_of(data)[1:5]})
 
 
 def test_gc_keeps_an_expired_upload_that_a_get_renewed_after_gc_read_it(

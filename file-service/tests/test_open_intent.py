@@ -86,7 +86,7 @@ def test_a_failing_end_gives_nothing_back(refcounts, db, settled, monkeypatch):
 
 
 def test_an_intent_opened_with_a_stored_blob_counts_it_and_ends(refcounts, db, settled):
-    with refcounts.open_intent_with_stored_blob(sha(b"stored"), 6) as intent:
+    with refcounts.open_intent_with_stored_blobs([(sha(b"stored"), 6)]) as intent:
         assert intent.held_blob_refs == [sha(b"stored")]
         assert db.ref_intents.find_one({"_id": intent.id})["blob_refs"] == [sha(b"stored")]
         assert blob_refs(db, sha(b"stored")) == 1
@@ -98,7 +98,7 @@ def test_an_intent_opened_with_a_stored_blob_counts_it_and_ends(refcounts, db, s
 def test_an_intent_opened_with_a_stored_blob_is_aborted_when_the_block_raises(
         refcounts, db, settled):
     with pytest.raises(Boom):
-        with refcounts.open_intent_with_stored_blob(sha(b"stored"), 6) as intent:
+        with refcounts.open_intent_with_stored_blobs([(sha(b"stored"), 6)]) as intent:
             raise Boom()
     assert settled == [("abort", intent.id)]
     assert not has_intent(db, intent)
@@ -114,7 +114,7 @@ def test_an_intent_whose_stored_blob_cannot_be_counted_gives_nothing_back(
     monkeypatch.setattr(refcounts.blobs, "increment_present", increment_present)
     entered = []
     with pytest.raises(PyMongoError):
-        with refcounts.open_intent_with_stored_blob(sha(b"stored"), 6):
+        with refcounts.open_intent_with_stored_blobs([(sha(b"stored"), 6)]):
             entered.append(True)
     assert entered == []
     assert settled == []

@@ -154,14 +154,14 @@ class RefCounts:
         return self._settled(self.begin())
 
     @contextmanager
-    def open_intent_with_stored_blob(self, blob_hash: str, size_bytes: int) -> Iterator[Intent]:
-        """open_intent() then acquire_stored_blob(), one write fewer: the intent is inserted
-        already listing the reference (listed before it is counted, as ever)."""
+    def open_intent_with_stored_blobs(self, chunks: list[tuple[str, int]]) -> Iterator[Intent]:
+        """open_intent() then acquire_stored_blobs(chunks), one write fewer: the intent is
+        inserted already listing the references (listed before they are counted, as ever)."""
         intent = Intent(uuid.uuid4().hex)
         self.intents.insert(intent.id, self._now_ms(), utc_datetime(self.clock),
-                            blob_refs=[blob_hash])
+                            blob_refs=[blob_hash for blob_hash, _ in chunks])
         with self._settled(intent):
-            self._count_listed_blobs(intent, [(blob_hash, size_bytes)])
+            self._count_listed_blobs(intent, chunks)
             yield intent
 
     @contextmanager
@@ -231,6 +231,12 @@ class RefCounts:
         """Give back one reference this request took (the intent still lists it: harmless)."""
         intent.held_blob_refs.remove(blob_hash)
         self.release_blob(blob_hash)
+
+    def hand_over_blob_refs(self, intent: Intent, blob_hashes: list[str]) -> None:
+        """A document written now holds these references this request took: an abort must
+        not give them back."""
+        for blob_hash in blob_hashes:
+            intent.held_blob_refs.remove(blob_hash)
 
     def _increment_blob(self, blob_hash: str, size_bytes: int) -> None:
         for attempt in range(self.busy_retries):
