@@ -66,8 +66,10 @@ def main(argv=None) -> int:
     started_at = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     started = time.perf_counter()
     facts = machine_facts(workdir)
-    # payload + one raw PUT copy + Satchel's stored copy + slack
-    needed = 3 * size + 512 * MIB
+    # payload + Satchel's stored copy of it + the stored copies of chunked_upload's further
+    # runs (new bytes each) + the one of their payloads on disk at a time + slack; the raw PUT
+    # copy is deleted before those exist
+    needed = (2 + chunked.BEST_OF) * size + 512 * MIB
     if shutil.disk_usage(workdir).free < needed:
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"bench: needs {needed / (1 << 30):.1f} GiB free at {workdir.parent}", file=sys.stderr)
