@@ -294,6 +294,13 @@ def test_other_users_cannot_see_report_or_abort_an_upload(chunked, client, token
 # several chunks in one PATCH
 
 
+@pytest.fixture
+def two_chunks_per_write(monkeypatch):
+    """A PATCH records its outcomes every 2 chunks (32 in production)."""
+    from satchel_files.services import uploads
+    monkeypatch.setattr(uploads, "_CHUNKS_PER_WRITE", 2)
+
+
 def staged_upload(chunked, data, body=None):
     """alice registers `data` and PUTs every chunk: the POST's answer."""
     registered = chunked.register("alice", body or declare(data)).get_json()
@@ -317,6 +324,15 @@ def promote_then(store, monkeypatch, key, action):
             action()
 
     monkeypatch.setattr(store, "promote_staging", promote)
+
+
+def report_during_promotion(chunked, store, monkeypatch, body, chunk, indexes):
+    """alice reports `indexes` once, right after chunk `chunk`'s staged bytes are promoted:
+    {"chunks": that report's chunk list}, once it ran."""
+    inner = {}
+    promote_then(store, monkeypatch, staging_key(body["chunks"][chunk]), lambda: inner.setdefault(
+        "chunks", chunked.report("alice", body["user_file_id"], indexes).get_json()["chunks"]))
+    return inner
 
 
 def fail_promoting(store, monkeypatch, key):
@@ -355,9 +371,7 @@ def test_a_chunk_a_concurrent_report_settles_mid_batch_is_counted_once(
     data = os.urandom(2 * CHUNK)
     pieces = pieces_of(data)
     body = staged_upload(chunked, data)
-    inner = {}
-    promote_then(store, monkeypatch, staging_key(body["chunks"][1]), lambda: inner.setdefault(
-        "chunks", chunked.report("alice", body["user_file_id"], [0]).get_json()["chunks"]))
+    inner = report_during_promotion(chunked, store, monkeypatch, body, 1, [0])
 
     outer = chunked.report("alice", body["user_file_id"], [0, 1]).get_json()
     assert inner["chunks"][0]["status"] == "verified" and inner["chunks"][1]["status"] == "pending"
@@ -401,10 +415,39 @@ def test_a_store_failure_mid_batch_changes_nothing_and_a_retry_completes(
     assert maintenance.fsck().is_clean
 
 
+def test_a_chunk_verified_by_another_report_before_its_batch_is_skipped(
+        chunked, db, store, monkeypatch, maintenance, two_chunks_per_write):
+    data = os.urandom(3 * CHUNK)
+    pieces = pieces_of(data)
+    body = staged_upload(chunked, data)
+    inner = report_during_promotion(chunked, store, monkeypatch, body, 0, [2])
+
+    outer = chunked.report("alice", body["user_file_id"], [0, 1, 2])
+    assert inner["chunks"][2]["status"] == "verified"
+    assert outer.status_code == 200 and outer.get_json()["status"] == "available"
+    assert [blob_count(db, sha(piece)) for piece in pieces] == [1, 1, 1]
+    assert maintenance.fsck().is_clean
+
+
+def test_a_batch_that_fails_half_way_still_records_why_its_bad_chunks_failed(
+        chunked, db, store, monkeypatch):
+    data = os.urandom(3 * CHUNK)
+    body = chunked.register("alice", declare(data)).get_json()
+    chunked.put(body["chunks"][0], os.urandom(CHUNK))  # wrong bytes: removed when checked
+    chunked.put(body["chunks"][1], pieces_of(data)[1][:-1])  # wrong size: removed at once
+    chunked.put(body["chunks"][2], pieces_of(data)[2])
+    fail_promoting(store, monkeypatch, staging_key(body["chunks"][2]))
+
+    assert chunked.report("alice", body["user_file_id"], [0, 1, 2]).status_code == 503
+    state = chunked.get("alice", body["user_file_id"]).get_json()
+    assert [c["status"] for c in state["chunks"]] == ["failed", "failed", "pending"]
+    assert "SHA-256" in state["chunks"][0]["reason"] and "bytes" in state["chunks"][1]["reason"]
+    assert all(c["upload_url"] for c in state["chunks"])
+    assert db.ref_intents.count_documents({}) == 0
+
+
 def test_a_patch_of_many_chunks_keeps_the_progress_of_each_write(
-        chunked, db, store, monkeypatch, maintenance):
-    from satchel_files.services import uploads
-    monkeypatch.setattr(uploads, "_CHUNKS_PER_WRITE", 2)
+        chunked, db, store, monkeypatch, maintenance, two_chunks_per_write):
     data = os.urandom(6 * CHUNK)
     pieces = pieces_of(data)
     body = staged_upload(chunked, data)
@@ -701,19 +744,19 @@ def test_a_patch_reads_back_a_bounded_amount_and_completion_hashes_the_rest(
     assert done["status"] == "available" and done["hash"] == sha(data)
 
 
-def test_a_patch_of_every_chunk_reads_each_back_once_however_small_the_allowance(
-        chunked, db, monkeypatch, store_reads):
-    """Its own chunks are not others' to catch up on: verified several at a time, all but the
-    first are read back once for the digest, and completion has nothing left to read."""
+def test_chunks_checked_several_at_a_time_are_hashed_in_without_a_read_back(
+        chunked, db, monkeypatch, store_reads, two_chunks_per_write):
+    """A PATCH's own chunks join the digest from the reads that checked them, whatever the
+    allowance for reading back others' chunks, and completion has nothing left to read."""
     from satchel_files.services import uploads
     monkeypatch.setattr(uploads, "_DIGEST_CATCH_UP_BYTES", 0)
     data = os.urandom(6 * CHUNK)
     user_file_id = registered_and_put(chunked, data)
     chunked.report("alice", user_file_id, [0, 1, 2, 3, 4])
     assert stored_digest_of(db, user_file_id)["through"] == 5
-    done = chunked.report("alice", user_file_id, [5]).get_json()  # hashed as it is checked
+    done = chunked.report("alice", user_file_id, [5]).get_json()
     assert done["status"] == "available" and done["hash"] == sha(data)
-    assert store_reads == Counter({sha(piece): CHUNK for piece in pieces_of(data)[1:5]})
+    assert sum(store_reads.values()) == 0
 
 
 def test_gc_keeps_an_expired_upload_that_a_get_renewed_after_gc_read_it(

@@ -5,8 +5,9 @@
 
 It advances as chunks are verified, so that completion only hashes what is left (normally
 nothing, or the last chunk or two):
-- a chunk next in line (n == its index) is hashed into it during the read that checks the
-  chunk's own SHA-256 (promote_staging's `also_hash`): each byte read once, hashed twice;
+- a chunk next in line (n == its index) is hashed into it from the pieces of the read that
+  checked the chunk's own SHA-256 (promote_staging's `also_hash`), kept until the PATCH's
+  thread takes the chunks' results in index order: each byte read once, hashed twice;
 - verified chunks next in line that were reported out of order, or skipped because the user
   already held them, are read back from the store, up to an allowance per request, by the
   request whose chunk let the run reach them. That request writes its progress in the same
@@ -87,19 +88,17 @@ class RunningDigest:
         if stored is not None and stored[1] > self.through:
             self.hasher, self.through = stored
 
-    def hasher_for(self, index: int) -> ResumableSha256 | None:
-        """A copy to hash chunk `index` into as it is read, if it is next in line; hand it to
-        `took` once the bytes proved to be the chunk's."""
-        return self.hasher.copy() if self.through == index else None
-
-    def took(self, index: int, hasher: ResumableSha256 | None) -> None:
-        if hasher is not None and self.through == index:
-            self.hasher, self.through = hasher, index + 1
+    def take(self, index: int, pieces: list[bytes]) -> None:
+        """Hash in chunk `index`'s bytes, read as it was verified, if it is next in line."""
+        if self.through == index:
+            for piece in pieces:
+                self.hasher.update(piece)
+            self.through = index + 1
 
     def catch_up(self, store: BlobStore, chunks: list[dict], index: int) -> None:
         """Read back the verified chunks next in line, if chunk `index` (this request's) is
         what the run waited for: every chunk from `through` up to it is verified (it may
-        itself not be yet, to be hashed next by `hasher_for`)."""
+        itself not be yet, to be hashed next by `take`)."""
         if self.through > index + 1 or not _all_verified(chunks[self.through:index]):
             return
         while self.through < len(chunks) and chunks[self.through]["status"] == VERIFIED:

@@ -27,11 +27,12 @@ import logging
 import secrets
 import time
 import uuid
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pymongo.errors import PyMongoError
 from satchel_shared.errors import ApiError
 
 from .. import schemas
@@ -54,9 +55,9 @@ log = logging.getLogger(__name__)
 
 _WRITE_RETRIES = 20
 _LOOKUPS_ONE_BY_ONE = 16  # candidate file objects asked about one by one (_owned_file_objects)
-_DIGEST_CATCH_UP_BYTES = 128 * 1024 * 1024  # others' chunks a PATCH may read back for the digest
-# Chunks of one PATCH verified at once: hashing releases the GIL and fsync waits on the disk,
-# so on 2 cores 4 keep both busy (a 1 GiB PATCH of 128 chunks: 1.9 s one at a time).
+_DIGEST_CATCH_UP_BYTES = 128 * 1024 * 1024  # chunks a PATCH may read back for the digest
+# Chunks of one PATCH checked at once (_BatchCheck): on 2 cores 4 keep both busy (a 1 GiB PATCH
+# of 128 chunks: 1.8-1.9 s one at a time, 1.1-1.3 s 4 at a time).
 _VERIFIERS = 4
 # Outcomes recorded per write: a PATCH of many chunks shows (and keeps) its progress every
 # _CHUNKS_PER_WRITE chunks, not only at its end.
@@ -230,12 +231,14 @@ class UploadService:
         reported = {report["index"] for report in reports}
         is_written = False
         if upload["status"] == UPLOADING:
-            waiting = [index for index in sorted(reported)
-                       if upload["chunks"][index]["status"] != VERIFIED]
+            digest = RunningDigest.resume(upload, allowance_bytes=_DIGEST_CATCH_UP_BYTES)
+            waiting = sorted(reported)
             for start in range(0, len(waiting), _CHUNKS_PER_WRITE):
-                batch = waiting[start:start + _CHUNKS_PER_WRITE]
-                upload = self._verify_chunks(upload, [upload["chunks"][i] for i in batch])
-                is_written = True
+                indexes = waiting[start:start + _CHUNKS_PER_WRITE]
+                batch = [upload["chunks"][index] for index in indexes  # as written last:
+                         if upload["chunks"][index]["status"] != VERIFIED]  # maybe meanwhile
+                if batch:
+                    upload, is_written = self._verify_chunks(upload, batch, digest), True
                 if upload["status"] != UPLOADING:
                     break
         if upload["status"] == UPLOADING and all(c["status"] == VERIFIED for c in upload["chunks"]):
@@ -244,13 +247,16 @@ class UploadService:
             upload = self.uploads.touch(upload, self._expires_ms())
         return self._describe(upload, urls_for=reported)
 
-    def _verify_chunks(self, upload: dict, chunks: list[dict]) -> dict:
+    def _verify_chunks(self, upload: dict, chunks: list[dict],
+                       digest: RunningDigest | None) -> dict:
         """Check the staged bytes of `chunks` (in index order) and record every outcome in one
-        write; the upload as it is now. The whole-file digest advances over them on the way.
+        write; the upload as it is now. The whole-file `digest` advances over them on the way.
 
         One intent lists the references of all the chunks whose sizes are right, taken before
         their bytes are promoted; those the write shows verified then belong to the upload,
-        the others (bad bytes, or a chunk a concurrent report settled first) are given back."""
+        the others (bad bytes, or a chunk a concurrent report settled first) are given back.
+        If the batch fails half-way, the failures found so far are still recorded: their
+        staged bytes are gone, and the client must learn why."""
         outcomes: dict[int, tuple[str, str, str | None]] = {}  # index -> (attempt key, status, reason)
         sized = []
         for chunk in chunks:
@@ -266,72 +272,42 @@ class UploadService:
                 sized.append(chunk)
         if not sized:
             return self._record(upload, outcomes, None)[0]
-        # A PATCH reads back, for the digest, the chunks it verified itself (but the first,
-        # hashed in the read that verifies it) and at most _DIGEST_CATCH_UP_BYTES of others.
-        digest = RunningDigest.resume(upload, allowance_bytes=_DIGEST_CATCH_UP_BYTES + sum(
-            chunk["size_bytes"] for chunk in sized[1:]))
-        with self.refcounts.open_intent_with_stored_blobs(
-                [(chunk["hash"], chunk["size_bytes"]) for chunk in sized]) as intent:
-            promoted = self._promote_all(upload, sized, digest, intent, outcomes)
-            written, changed = self._record(upload, outcomes, digest)
-            self.refcounts.hand_over_blob_refs(
-                intent, [chunk["hash"] for chunk in promoted if chunk["index"] in changed])
-            for chunk in promoted:  # settled by someone else, or the upload went on without us
-                if chunk["index"] not in changed:
-                    self.refcounts.release_held_blob(intent, chunk["hash"])
+        try:
+            with self.refcounts.open_intent_with_stored_blobs(
+                    [(chunk["hash"], chunk["size_bytes"]) for chunk in sized]) as intent:
+                check = _BatchCheck(self, upload, digest, intent, outcomes)
+                check.run(sized)
+                written, changed = self._record(upload, outcomes, digest)
+                check.hand_over(changed)
+        except Exception:
+            self._keep_failures(upload, outcomes)
+            raise
         # Only now: a concurrent report of these chunks that looked before this point found the
         # bytes (and verified them again); one that looks after finds the chunks verified.
-        for chunk in promoted:
+        for chunk in check.promoted:
             self._discard_staging(chunk["upload_key"])
         return written
 
-    def _promote_all(self, upload: dict, sized: list[dict], digest: RunningDigest | None,
-                     intent: Intent, outcomes: dict) -> list[dict]:
-        """Re-hash the staged chunks and promote each to its blob (never overwriting one),
-        up to _VERIFIERS at a time; the chunks verified. Bad bytes give back the chunk's
-        reference and fail it; bytes a concurrent report took give it back.
+    def _keep_failures(self, upload: dict, outcomes: dict) -> None:
+        failures = {index: outcome for index, outcome in outcomes.items()
+                    if outcome[1] == CHUNK_FAILED}
+        if failures:
+            try:
+                self._record(upload, failures, None)
+            except (ApiError, PyMongoError):
+                log.warning("could not record failed chunks", exc_info=True,
+                            extra={"user_file_id": upload["_id"]})
 
-        The digest advances in index order on this thread as results come in: the first chunk
-        is hashed into it in the read that verifies it, when it is next in line; the others
-        are read back once verified (the page cache still holds them)."""
-        first = sized[0]
-        hasher = None
-        if digest is not None:
-            digest.catch_up(self.store, upload["chunks"], first["index"])
-            hasher = digest.hasher_for(first["index"])
-        seen = list(upload["chunks"])  # the chunks as this request knows them
-        promoted = []
-        pool = ThreadPoolExecutor(max_workers=min(_VERIFIERS, len(sized)),
-                                  thread_name_prefix="chunk-verify")
-        try:
-            results = pool.map(self._promote, sized, [hasher] + [None] * (len(sized) - 1))
-            for chunk, result in zip(sized, results):
-                key, index = chunk["upload_key"], chunk["index"]
-                if result is not None:
-                    self.refcounts.release_held_blob(intent, chunk["hash"])
-                    if result:
-                        outcomes[index] = (key, CHUNK_FAILED, result)
-                    continue
-                outcomes[index] = (key, VERIFIED, None)
-                promoted.append(chunk)
-                seen[index] = {**chunk, "status": VERIFIED}
-                if digest is not None:
-                    digest.took(index, hasher if chunk is first else None)
-                    digest.catch_up(self.store, seen, index)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-        return promoted
-
-    def _promote(self, chunk: dict, hasher) -> str | None:
-        """Promote one staged chunk: None if verified, else why not ("" if a concurrent
-        report of the same chunk took the bytes: nothing to say)."""
+    def _promote(self, chunk: dict, pieces: list[bytes] | None) -> str | None:
+        """Promote one staged chunk, keeping the pieces read in `pieces`: None if verified,
+        else why not (_TAKEN if a concurrent report of the same chunk took the bytes)."""
         try:
             self.store.promote_staging(chunk["upload_key"], chunk["hash"],
-                                       also_hash=None if hasher is None else hasher.update)
+                                       also_hash=None if pieces is None else pieces.append)
         except BlobHashMismatch:
             return "The bytes received do not have this chunk's SHA-256."
         except BlobNotFound:
-            return ""
+            return _TAKEN
         return None
 
     def _discard_staging(self, key: str) -> None:
@@ -556,6 +532,62 @@ class UploadService:
             "storage_path": None, "uploaded_at": None, "download_url": None,
         }
 
+
+
+_TAKEN = "taken"  # _promote: a concurrent report of the same chunk took its staged bytes
+
+
+class _BatchCheck:
+    """The chunks of one PATCH batch promoted _VERIFIERS at a time (hashing releases the GIL,
+    fsync waits on the disk), their results taken on the request's thread in index order:
+    the outcome noted, the reference of a chunk not verified given back, and the bytes of a
+    verified one hashed into the whole-file digest from the pieces its check read, if it is
+    next in line. At most _VERIFIERS + 1 chunks' pieces are in memory."""
+
+    def __init__(self, service: UploadService, upload: dict, digest: RunningDigest | None,
+                 intent: Intent, outcomes: dict):
+        self.service, self.upload, self.digest = service, upload, digest
+        self.intent, self.outcomes = intent, outcomes
+        self.promoted: list[dict] = []
+
+    def run(self, chunks: list[dict]) -> None:
+        in_flight: deque[tuple[dict, Future, list[bytes] | None]] = deque()
+        pool = ThreadPoolExecutor(max_workers=min(_VERIFIERS, len(chunks)),
+                                  thread_name_prefix="chunk-verify")
+        try:
+            for chunk in chunks:
+                if len(in_flight) == _VERIFIERS:
+                    self._take(*in_flight.popleft())
+                pieces = None if self.digest is None else []
+                in_flight.append((chunk, pool.submit(self.service._promote, chunk, pieces),
+                                  pieces))
+            while in_flight:
+                self._take(*in_flight.popleft())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _take(self, chunk: dict, promoting: Future, pieces: list[bytes] | None) -> None:
+        key, index, why_not = chunk["upload_key"], chunk["index"], promoting.result()
+        if why_not is not None:
+            self.service.refcounts.release_held_blob(self.intent, chunk["hash"])
+            if why_not != _TAKEN:
+                self.outcomes[index] = (key, CHUNK_FAILED, why_not)
+            return
+        self.outcomes[index] = (key, VERIFIED, None)
+        self.promoted.append(chunk)
+        if self.digest is not None:
+            self.digest.catch_up(self.service.store, self.upload["chunks"], index)
+            self.digest.take(index, pieces)
+
+    def hand_over(self, changed: set[int]) -> None:
+        """The write showed `changed` verified: those references are the upload's now; the
+        other verified chunks were settled by someone else, or the upload went on without
+        us, so their references are given back."""
+        self.service.refcounts.hand_over_blob_refs(
+            self.intent, [chunk["hash"] for chunk in self.promoted if chunk["index"] in changed])
+        for chunk in self.promoted:
+            if chunk["index"] not in changed:
+                self.service.refcounts.release_held_blob(self.intent, chunk["hash"])
 
 
 def _check_chunking(size_bytes: int, chunk_size: int, chunks: list[dict]) -> None:
