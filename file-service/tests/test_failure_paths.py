@@ -282,3 +282,55 @@ def test_a_chunked_upload_whose_reply_is_lost_keeps_the_references_it_wrote(
         content = client.get(f"/api/v1/files/{body['user_file_id']}/content",
                              headers=token_for("alice"))
         assert content.status_code == 200 and content.data == data
+
+
+# reads racing a replace or a delete
+
+
+def between_the_reads(app, monkeypatch, action):
+    """Run `action()` once, between a request's read of a file entry and of its file object."""
+    file_objects = app.extensions["satchel.files"].file_objects
+    real_find, done = file_objects.find, []
+
+    def find(file_object_id):
+        if not done:
+            done.append(True)
+            action()
+        return real_find(file_object_id)
+
+    monkeypatch.setattr(file_objects, "find", find)
+
+
+READS = {
+    "detail": lambda client, headers, file_id, link: client.get(f"/api/v1/files/{file_id}",
+                                                                headers=headers),
+    "content": lambda client, headers, file_id, link: client.get(
+        f"/api/v1/files/{file_id}/content", headers=headers),
+    "signed link": lambda client, headers, file_id, link: client.get(link),
+}
+
+
+@pytest.mark.parametrize("change, read, expected", [
+    ("replace", "detail", 200), ("replace", "content", 200), ("replace", "signed link", 410),
+    ("delete", "detail", 404), ("delete", "content", 404), ("delete", "signed link", 404),
+])
+def test_a_read_racing_a_change_answers_the_file_as_it_is_now_not_500(
+        app, client, token_for, upload, monkeypatch, change, read, expected):
+    """The change frees the file object the read found the entry pointing at."""
+    alice = token_for("alice")
+    new = os.urandom(CHUNK + 5)
+    file_id = upload("alice", ("a.bin", os.urandom(2 * CHUNK))).get_json()[0]["user_file_id"]
+    link = client.get(f"/api/v1/files/{file_id}", headers=alice).get_json()["download_url"]
+
+    def make_change():
+        if change == "replace":
+            assert replace_content(client, alice, file_id, new).status_code == 200
+        else:
+            assert client.delete(f"/api/v1/files/{file_id}", headers=alice).status_code == 204
+
+    between_the_reads(app, monkeypatch, make_change)
+    response = READS[read](client, alice, file_id, link)
+    assert response.status_code == expected, response.get_json()
+    if expected == 200:
+        assert response.get_json()["hash"] == sha(new) if read == "detail" else \
+            response.data == new

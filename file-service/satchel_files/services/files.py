@@ -262,22 +262,7 @@ class FileService:
                         extra={"entries": [entry["_id"] for entry in entries]})
 
     def get_file(self, owner_id: str, user_file_id: str) -> dict:
-        user_file = self._load_owned(owner_id, user_file_id)
-        return self._current_detail(owner_id, user_file)
-
-    def _current_detail(self, owner_id: str, user_file: dict) -> dict:
-        """`describe`, read again if a concurrent replace or delete released the file object
-        between our two reads: the entry has moved on, so describe it as it is now (or 404)."""
-        for attempt in range(_UPDATE_RETRIES):
-            try:
-                return self.describe(user_file)
-            except ApiError as exc:
-                fresh = self._load_owned(owner_id, user_file["_id"])
-                if exc.status != 500 or attempt == _UPDATE_RETRIES - 1 \
-                        or fresh["file_object_id"] == user_file["file_object_id"]:
-                    raise
-                user_file = fresh
-        raise AssertionError("unreachable")
+        return self.describe(self._load_owned(owner_id, user_file_id))
 
     def _summary(self, user_file: dict, file_object: dict | None) -> dict:
         ref_count = file_object["ref_count"] if file_object else 0
@@ -302,7 +287,9 @@ class FileService:
         return self.store.location(chunks[0] if len(chunks) == 1 else None)
 
     def describe(self, user_file: dict) -> dict:
-        file_object = self.file_objects.find(user_file["file_object_id"])
+        """The detail of an available file; if it changed since `user_file` was read, as it
+        is now (404 if it is gone)."""
+        user_file, file_object = self._with_file_object(user_file)
         content = self._content(user_file, file_object)  # 500 if the file object is missing
         ttl = self.settings.download_url_ttl_seconds
         return {
@@ -332,18 +319,31 @@ class FileService:
     # content
 
     def content_for_owner(self, owner_id: str, user_file_id: str) -> Content:
-        user_file = self._load_owned(owner_id, user_file_id)
-        return self._content(user_file, self.file_objects.find(user_file["file_object_id"]))
+        return self._content(*self._with_file_object(self._load_owned(owner_id, user_file_id)))
 
     def content_for_signed_url(self, user_file_id: str, query: dict[str, str]) -> Content:
         """The content a signed URL names; 403 unless it is a valid, unexpired signature for
         this path, 410 if the file's content changed since the URL was signed."""
         if not self.content_urls.verify("GET", content_path(user_file_id), query):
             raise ApiError(403, "forbidden", "The download link is invalid or has expired.")
-        user_file = self._find_available(user_file_id)
+        user_file, file_object = self._with_file_object(self._find_available(user_file_id))
         if user_file["hash"] != query.get("hash"):
             raise ApiError(410, "gone", "The file has changed since this download link was made.")
-        return self._content(user_file, self.file_objects.find(user_file["file_object_id"]))
+        return self._content(user_file, file_object)
+
+    def _with_file_object(self, user_file: dict) -> tuple[dict, dict | None]:
+        """(the available file, its file object). A concurrent replace or delete may free that
+        file object between the two reads: the entry has moved on then, so it is read again
+        (404 if it is gone). None only if the entry still points at a missing file object."""
+        for _ in range(_UPDATE_RETRIES):
+            file_object = self.file_objects.find(user_file["file_object_id"])
+            if file_object is not None:
+                return user_file, file_object
+            fresh = self._find_available(user_file["_id"])
+            if fresh["file_object_id"] == user_file["file_object_id"]:
+                return fresh, None
+            user_file = fresh
+        return user_file, None
 
     def _content(self, user_file: dict, file_object: dict | None) -> Content:
         if file_object is None:
@@ -401,7 +401,7 @@ class FileService:
             self.refcounts.hand_over_file_object_refs(intent)
             if received is not None:
                 self.refcounts.release_file_object(replaced["file_object_id"])
-        return self._current_detail(owner_id, updated)
+        return self.describe(updated)
 
     def _receive_update(self, owner_id: str, current: dict, parts, intent: Intent):
         count = self.quota.meter(owner_id, freeing_bytes=current["size_bytes"])
