@@ -464,6 +464,30 @@ def test_a_patch_of_many_chunks_keeps_the_progress_of_each_write(
     assert maintenance.fsck().is_clean
 
 
+@pytest.mark.parametrize("config_overrides", [{"upload_buffer_bytes": 2 * CHUNK}])
+def test_a_patch_holds_no_more_chunks_than_the_upload_buffer_budget(
+        app, chunked, store, monkeypatch, config_overrides):
+    buffers = app.extensions["satchel.files"].buffers
+    most, real_reserve = [0], buffers.reserve
+
+    def reserve(size, *, wait):
+        granted = real_reserve(size, wait=wait)
+        most[0] = max(most[0], buffers.in_use_bytes)
+        return granted
+
+    monkeypatch.setattr(buffers, "reserve", reserve)
+    data = os.urandom(6 * CHUNK)
+    done = chunked.report("alice", staged_upload(chunked, data)["user_file_id"],
+                          list(range(6))).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert most[0] == 2 * CHUNK and buffers.in_use_bytes == 0
+
+    body = staged_upload(chunked, os.urandom(6 * CHUNK))
+    fail_promoting(store, monkeypatch, staging_key(body["chunks"][4]))
+    assert chunked.report("alice", body["user_file_id"], list(range(6))).status_code == 503
+    assert buffers.in_use_bytes == 0
+
+
 # resume, abort, expiry
 
 

@@ -46,7 +46,8 @@ class _WholeFileDigest:
 
 
 class BufferPool:
-    """The chunk buffers of all uploads in one process, within a memory budget.
+    """The chunk buffers of all uploads in one process, within a memory budget (chunked
+    uploads' checks count the chunks they hold against it too: uploads._BatchCheck).
 
     Each upload gets its first buffer even if it has to wait for one (it cannot go on without
     it, and whoever holds the budget is making progress); the buffers that let it overlap
@@ -65,19 +66,26 @@ class BufferPool:
 
     def acquire(self, size: int, *, wait: bool) -> mmap.mmap | None:
         """A zeroed, page-aligned buffer of `size` bytes; None if `wait` is False and the
-        budget is spent. One buffer larger than the whole budget is still given when nothing
-        else is out."""
-        with self._changed:
-            while self._in_use and self._in_use + size > self.budget_bytes:
-                if not wait:
-                    return None
-                self._changed.wait()
-            self._in_use += size
+        budget is spent."""
+        if not self.reserve(size, wait=wait):
+            return None
         try:
             return mmap.mmap(-1, size)
         except BaseException:
-            self._give_back(size)
+            self.give_back(size)
             raise
+
+    def reserve(self, size: int, *, wait: bool) -> bool:
+        """Count `size` bytes the caller is about to hold against the budget; False if `wait`
+        is False and the budget is spent. A reservation larger than the whole budget is
+        still granted when nothing else is out. give_back(size) when they are freed."""
+        with self._changed:
+            while self._in_use and self._in_use + size > self.budget_bytes:
+                if not wait:
+                    return False
+                self._changed.wait()
+            self._in_use += size
+        return True
 
     def release(self, buffer: mmap.mmap) -> None:
         size = len(buffer)
@@ -85,9 +93,9 @@ class BufferPool:
             buffer.close()
         except BufferError:  # a view is still out: the memory goes when the last one does
             pass
-        self._give_back(size)
+        self.give_back(size)
 
-    def _give_back(self, size: int) -> None:
+    def give_back(self, size: int) -> None:
         with self._changed:
             self._in_use -= size
             self._changed.notify_all()

@@ -542,7 +542,8 @@ class _BatchCheck:
     fsync waits on the disk), their results taken on the request's thread in index order:
     the outcome noted, the reference of a chunk not verified given back, and the bytes of a
     verified one hashed into the whole-file digest from the pieces its check read, if it is
-    next in line. At most _VERIFIERS + 1 chunks' pieces are in memory."""
+    next in line. The pieces held count against the process's upload buffer budget, as a
+    multipart upload's buffers do: a check waits for room only when it holds none."""
 
     def __init__(self, service: UploadService, upload: dict, digest: RunningDigest | None,
                  intent: Intent, outcomes: dict):
@@ -558,6 +559,8 @@ class _BatchCheck:
             for chunk in chunks:
                 if len(in_flight) == _VERIFIERS:
                     self._take(*in_flight.popleft())
+                while not self._hold(chunk, wait=not in_flight):
+                    self._take(*in_flight.popleft())
                 pieces = None if self.digest is None else []
                 in_flight.append((chunk, pool.submit(self.service._promote, chunk, pieces),
                                   pieces))
@@ -565,9 +568,26 @@ class _BatchCheck:
                 self._take(*in_flight.popleft())
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            for chunk, _, pieces in in_flight:
+                self._let_go(chunk, pieces)
+
+    def _hold(self, chunk: dict, *, wait: bool) -> bool:
+        return self.digest is None or self.service.files.buffers.reserve(chunk["size_bytes"],
+                                                                         wait=wait)
+
+    def _let_go(self, chunk: dict, pieces: list[bytes] | None) -> None:
+        if pieces is not None:
+            pieces.clear()
+            self.service.files.buffers.give_back(chunk["size_bytes"])
 
     def _take(self, chunk: dict, promoting: Future, pieces: list[bytes] | None) -> None:
-        key, index, why_not = chunk["upload_key"], chunk["index"], promoting.result()
+        try:
+            self._settle(chunk, promoting.result(), pieces)
+        finally:
+            self._let_go(chunk, pieces)
+
+    def _settle(self, chunk: dict, why_not: str | None, pieces: list[bytes] | None) -> None:
+        key, index = chunk["upload_key"], chunk["index"]
         if why_not is not None:
             self.service.refcounts.release_held_blob(self.intent, chunk["hash"])
             if why_not != _TAKEN:
