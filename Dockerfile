@@ -42,29 +42,27 @@ RUN groupadd --system --gid 10001 satchel \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/satchel/data
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
+# gunicorn with the options every deployment shares, for the service SATCHEL_SERVICE names
+# (satchel_shared/serve.py; the devstack runs the same); arguments (compose `command:`, k8s
+# `args:`) are added gunicorn options.
+ENTRYPOINT ["python", "-m", "satchel_shared.serve"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["python", "-m", "satchel_shared.serve", "--check"]
 
 FROM runtime AS auth-service
-ENV AUTH_PORT=8081 \
+ENV SATCHEL_SERVICE=auth-service \
+    AUTH_PORT=8081 \
     AUTH_WORKERS=2 \
     JWT_KEYS_DIR=/var/lib/satchel/keys
 EXPOSE 8081
-HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('AUTH_PORT', '8081'), timeout=4)"]
-ENTRYPOINT ["/bin/sh", "-c", "exec gunicorn --bind \"0.0.0.0:${AUTH_PORT}\" --workers \"${AUTH_WORKERS}\" --worker-class sync --worker-tmp-dir /tmp --keep-alive 75 \"$@\" satchel_auth.wsgi:app", "gunicorn"]
 
 FROM runtime AS file-service
-ENV FILE_PORT=8082 \
+ENV SATCHEL_SERVICE=file-service \
+    FILE_PORT=8082 \
     FILE_WORKERS=2 \
     FILE_THREADS=32 \
     DATA_DIR=/var/lib/satchel/data
 EXPOSE 8082
-HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('FILE_PORT', '8082'), timeout=4)"]
-# gthread, not gevent: uploads hash and store on helper threads (services/ingest.py) and hashing
-# is CPU work that would stall an event loop. Long-polls of /changes sleep in their thread, so
-# there are many threads (FILE_THREADS), and the service holds at most FILE_THREADS - 8 long-polls
-# per worker (CHANGES_MAX_WAITING), answering at once beyond that, so 8 threads stay for the rest.
-ENTRYPOINT ["/bin/sh", "-c", "exec gunicorn --bind \"0.0.0.0:${FILE_PORT}\" --workers \"${FILE_WORKERS}\" --worker-class gthread --threads \"${FILE_THREADS}\" --worker-tmp-dir /tmp --keep-alive 75 \"$@\" satchel_files.wsgi:app", "gunicorn"]
 
 # The image: the stage named by SERVICE.
 FROM ${SERVICE}

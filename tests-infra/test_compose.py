@@ -4,6 +4,7 @@ import subprocess
 
 import pytest
 import yaml
+from satchel_shared import serve
 
 from infra_testing import (
     REPO_ROOT,
@@ -140,8 +141,12 @@ def test_service_image_installs_dependencies_before_the_source(service):
 
     image = image_instructions(text, {"SERVICE": service})
     package = {"auth-service": "satchel_auth", "file-service": "satchel_files"}[service]
-    assert re.search(r"urllib\.request.*?/healthz", image_setting(image, "HEALTHCHECK")), service
-    assert re.search(rf"exec gunicorn .*{package}\.wsgi:app", image_setting(image, "ENTRYPOINT"))
+    # gunicorn and its health check as satchel_shared.serve runs them for this service
+    assert image_setting(image, "ENTRYPOINT") == '["python", "-m", "satchel_shared.serve"]'
+    assert image_setting(image, "HEALTHCHECK").endswith(
+        'CMD ["python", "-m", "satchel_shared.serve", "--check"]'), service
+    assert image_env(image)["SATCHEL_SERVICE"] == service
+    assert serve.SERVICES[service] == f"{package}.wsgi:app"
     assert image_setting(image, "USER").split(":")[0] not in ROOT_USERS
     assert re.fullmatch(r"FROM python:3\.\d+[\w.-]*-slim-\w+", image[0]), image[0]
     leftovers = [line for line in image if BUILD_TOOLS.search(line)]

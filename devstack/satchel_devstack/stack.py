@@ -20,13 +20,12 @@ from pathlib import Path
 
 import requests
 
-from satchel_shared.config import FileThreads, load_config, setting
+from satchel_shared.config import load_config, setting
+from satchel_shared.serve import Serving
 
 from .template import render
 
 HOST = "127.0.0.1"
-# Longer than the gateway's upstream keepalive_timeout (60 s): see gateway/satchel.conf.template.
-GUNICORN_KEEP_ALIVE_SECONDS = 75
 
 
 class StackError(RuntimeError):
@@ -34,18 +33,15 @@ class StackError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class StackConfig(FileThreads):
-    """The devstack's settings, read by `from_env` the way the services read theirs; FILE_THREADS
-    is the declaration the file service reads too (satchel_shared.config.FileThreads)."""
+class StackConfig(Serving):
+    """The devstack's settings, read by `from_env` the way the services read theirs. The
+    services' ports, workers and threads are the declarations `python -m satchel_shared.serve`
+    reads too (satchel_shared.serve.Serving), which starts them here as in the images."""
 
     root: Path
     var_dir: Path
     gateway_port: int = setting("GATEWAY_PORT", 8080, help="the only port clients need")
-    auth_port: int = setting("AUTH_PORT", 8081)
-    file_port: int = setting("FILE_PORT", 8082)
     mongo_port: int = setting("MONGO_PORT", 27017, help="nx-27017's port")
-    auth_workers: int = setting("AUTH_WORKERS", 2, help="gunicorn workers")
-    file_workers: int = setting("FILE_WORKERS", 2, help="gunicorn workers")
     auth_rate_limit: str = setting("AUTH_RATE_LIMIT", "60r/m",
                                    help="gateway limit on register/login/refresh per address")
     auth_rate_burst: int = setting("AUTH_RATE_BURST", 20)
@@ -68,14 +64,10 @@ class StackConfig(FileThreads):
                 "FILE_PORT": self.file_port, "MONGO_PORT": self.mongo_port}
 
     def problems(self) -> list[str]:
-        problems = super().problems()
-        for env, port in self.ports.items():
+        problems = super().problems()  # AUTH_PORT, FILE_PORT: Serving's
+        for env, port in (("GATEWAY_PORT", self.gateway_port), ("MONGO_PORT", self.mongo_port)):
             if not 1 <= port <= 65535:
                 problems.append(f"{env} must be between 1 and 65535, got {port}")
-        for env, workers in (("AUTH_WORKERS", self.auth_workers),
-                             ("FILE_WORKERS", self.file_workers)):
-            if workers < 1:
-                problems.append(f"{env} must be at least 1, got {workers}")
         return problems
 
     @property
@@ -176,7 +168,11 @@ class Stack:
             "TRUSTED_PROXY_COUNT": "1",
             "DATA_DIR": str(self.path("data")),
             "PUBLIC_BASE_URL": c.base_url,
-            "FILE_THREADS": str(c.file_threads),  # the service caps its long-polls below it
+            # satchel_shared.serve reads these; the file service caps its long-polls below
+            # FILE_THREADS
+            "AUTH_PORT": str(c.auth_port), "FILE_PORT": str(c.file_port),
+            "AUTH_WORKERS": str(c.auth_workers), "FILE_WORKERS": str(c.file_workers),
+            "FILE_THREADS": str(c.file_threads),
         })
         if has_concat_modules():  # nginx sends multi-chunk files itself (render_gateway_config)
             env.setdefault("ACCEL_CONCAT_LOCATION", CONCAT_LOCATION)
@@ -243,11 +239,9 @@ class Stack:
         env = self.service_env()
         try:
             self.start_database(timeout_seconds=timeout_seconds)
-            auth = self._spawn("auth-service", self._gunicorn(
-                "satchel_auth.wsgi:app", c.auth_port, c.auth_workers, "sync"), env)
+            auth = self._spawn("auth-service", self._serve("auth-service"), env)
             self._wait_for_http(auth, f"http://{HOST}:{c.auth_port}/readyz", timeout_seconds)
-            files = self._spawn("file-service", self._gunicorn(
-                "satchel_files.wsgi:app", c.file_port, c.file_workers, "gthread"), env)
+            files = self._spawn("file-service", self._serve("file-service"), env)
             self._wait_for_http(files, f"http://{HOST}:{c.file_port}/readyz", timeout_seconds)
             conf = self.render_gateway_config()
             gateway = self._spawn("gateway", [
@@ -275,16 +269,10 @@ class Stack:
         ], self.service_env())
         self._wait_for_port(mongo, c.mongo_port, timeout_seconds)
 
-    def _gunicorn(self, app: str, port: int, workers: int, worker_class: str) -> list[str]:
-        argv = [
-            self.config.python, "-m", "gunicorn", app,
-            "--bind", f"{HOST}:{port}", "--workers", str(workers),
-            "--worker-class", worker_class, "--graceful-timeout", "3", "--timeout", "120",
-            "--keep-alive", str(GUNICORN_KEEP_ALIVE_SECONDS),
-        ]
-        if worker_class == "gthread":
-            argv += ["--threads", str(self.config.file_threads)]
-        return argv
+    def _serve(self, service: str) -> list[str]:
+        """The images' gunicorn (satchel_shared.serve), on loopback, stopping fast."""
+        return [self.config.python, "-m", "satchel_shared.serve", "--host", HOST, service,
+                "--graceful-timeout", "3", "--timeout", "120"]
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> _Process:
         process = _Process(name, argv, env, self.path("log", f"{name}.log"))

@@ -5,7 +5,8 @@ import pytest
 
 from satchel_devstack.cli import main
 from satchel_devstack.stack import StackConfig
-from satchel_shared.config import ConfigError, FileThreads, describe
+from satchel_shared.config import ConfigError, describe
+from satchel_shared.serve import Serving
 
 
 # README's `make run` table, SATCHEL_VAR aside (its default is relative to the checkout).
@@ -39,8 +40,9 @@ def test_every_setting_is_read_from_the_environment(tmp_path):
     assert config.var_dir == (tmp_path / "state").resolve()
 
 
-def test_file_threads_is_the_file_services_own_declaration():
-    assert issubclass(StackConfig, FileThreads)
+def test_the_services_ports_workers_and_threads_are_the_images_own_declarations():
+    """The devstack starts them through satchel_shared.serve, which reads these itself."""
+    assert issubclass(StackConfig, Serving)
 
 
 @pytest.mark.parametrize("environ, message", [
