@@ -163,25 +163,33 @@ def test_the_whole_api_works_on_nx_27017(nx_app, token_for):
     assert maintenance.fsck().problems == []
 
 
+def registered_and_staged(app, headers, data):
+    """A chunked upload of `data` registered, every chunk staged as its PUT would: the POST's
+    answer."""
+    pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+    body = app.test_client().post("/api/v1/files", headers=headers, json={
+        "filename": "a.bin", "size_bytes": len(data),
+        "hash": hashlib.sha256(data).hexdigest(), "mime_type": "application/octet-stream",
+        "chunks": [{"index": i, "hash": hashlib.sha256(p).hexdigest(), "size_bytes": len(p)}
+                   for i, p in enumerate(pieces)]}).get_json()
+    store = app.extensions["satchel.blob_store"]
+    for entry in body["chunks"]:
+        path = store.staging_path(entry["upload_url"].split("?")[0].rsplit("/", 1)[1])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pieces[entry["index"]])
+    return body
+
+
 def test_chunk_reports_racing_in_any_order_give_the_right_file(nx_app, token_for):
     """PATCHes of different chunks of one upload at once, in random order: the running
     whole-file digest may lose races, never the right answer."""
     client, headers = nx_app.test_client(), token_for("alice")
-    store = nx_app.extensions["satchel.blob_store"]
     db = nx_app.extensions["satchel.mongo"][nx_app.config["SATCHEL"].mongo_db]
     rng = random.Random(27017)
     for round_ in range(4):
         data = os.urandom(12 * CHUNK + round_)
         pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
-        body = client.post("/api/v1/files", headers=headers, json={
-            "filename": f"{round_}.bin", "size_bytes": len(data),
-            "hash": hashlib.sha256(data).hexdigest(), "mime_type": "application/octet-stream",
-            "chunks": [{"index": i, "hash": hashlib.sha256(p).hexdigest(), "size_bytes": len(p)}
-                       for i, p in enumerate(pieces)]}).get_json()
-        for entry in body["chunks"]:
-            path = store.staging_path(entry["upload_url"].split("?")[0].rsplit("/", 1)[1])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(pieces[entry["index"]])
+        body = registered_and_staged(nx_app, headers, data)
         order = list(range(len(pieces)))
         rng.shuffle(order)
         if round_ == 0:  # in order, one at a time: nx-27017 keeps the digest as written
@@ -215,3 +223,43 @@ def test_chunk_reports_racing_in_any_order_give_the_right_file(nx_app, token_for
         assert content.data == data
     assert db.ref_intents.count_documents({}) == 0
     assert nx_app.extensions["satchel.maintenance"].fsck().problems == []
+
+
+def test_patches_at_once_share_the_process_s_checking_threads(nx_app, token_for, monkeypatch):
+    """Two users' PATCHes of 8 chunks each at once never run more than _VERIFIERS checks
+    together (one per PATCH: 8)."""
+    from satchel_files.services import uploads as uploads_module
+    store = nx_app.extensions["satchel.blob_store"]
+    running, most, lock = [0], [0], threading.Lock()
+    real_promote = store.promote_staging
+
+    def slow_promote(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # long enough for the other PATCH's checks to overlap
+            return real_promote(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(store, "promote_staging", slow_promote)
+    registered = [(user, registered_and_staged(nx_app, token_for(user),
+                                               os.urandom(8 * CHUNK))["user_file_id"])
+                  for user in ("alice", "bob")]
+    answers = []
+
+    def report(user, user_file_id):
+        answers.append(nx_app.test_client().patch(
+            f"/api/v1/files/{user_file_id}", headers=token_for(user),
+            json={"chunks": [{"index": i, "status": "uploaded"} for i in range(8)]}))
+
+    threads = [threading.Thread(target=report, args=entry) for entry in registered]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [a.status_code for a in answers] == [200, 200]
+    assert all(a.get_json()["status"] == "available" for a in answers)
+    assert most[0] == uploads_module._VERIFIERS
