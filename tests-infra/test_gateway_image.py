@@ -219,11 +219,13 @@ def test_the_image_entrypoint_runs_nginx_as_its_user_and_sends_multi_chunk_files
             assert response.headers["ETag"] == '"whole-file-sha256"'
             assert response.headers["X-Request-ID"]
         assert body == b"".join(chunks), "nginx did not send the chunks in order"
+        process.terminate()  # the image's stop signal path: nginx must be gone after it
+        process.wait(timeout=10)
+        assert not healthy(), "the healthcheck passes with nginx stopped"
     finally:
-        if process is not None:
+        if process is not None and process.poll() is None:
             process.terminate()
             process.wait(timeout=10)
         if server is not None:
             server.shutdown()
         shutil.rmtree(root, ignore_errors=True)
-    assert not healthy(), "the healthcheck passes with nginx stopped"

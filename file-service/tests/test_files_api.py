@@ -343,6 +343,9 @@ class TestAccelConcat:
         store.delete(chunks[1])
         response = client.get(f"/api/v1/files/{item['user_file_id']}/content", headers=alice)
         assert "X-Accel-Redirect" not in response.headers
+        # said before any byte, not a 200 whose body breaks off after the first chunk
+        assert response.status_code == 500 and response.get_json()["error"]["message"] == \
+            "The file's content is missing; run fsck."
 
     def test_single_chunk_files_still_use_the_blob_location(self, client, alice, uploaded):
         item = uploaded("alice", "a.txt", b"hello", "text/plain")

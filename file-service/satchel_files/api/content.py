@@ -6,7 +6,7 @@ from flask import Response, request
 from satchel_shared.errors import ApiError
 
 from ..services.files import Content, FileService
-from ..storage import blob_relative_path, content_disposition
+from ..storage import BlobNotFound, blob_relative_path, content_disposition
 
 
 # Chunks one concatenating redirect may name: its header (~66 bytes a chunk) must fit the
@@ -32,7 +32,11 @@ def content_response(files: FileService, content: Content, accel_prefix: str | N
         blob = content.single_blob
         headers["X-Accel-Redirect"] = f"{accel_prefix}/{blob_relative_path(blob)}"
         return Response(status=200, headers=headers)
-    if accel_prefix and concat_location and _nginx_can_concatenate(files, content, etag):
+    if accel_prefix and concat_location and _nginx_may_concatenate(content, etag):
+        if not files.chunks_stored(content.chunks):
+            # nginx could not report a missing one (it would have sent part of the body),
+            # and streaming it here would break off the same way: say so before any byte
+            raise BlobNotFound(f"a chunk of {content.user_file_id} is missing")
         chunks = ",".join(blob_relative_path(blob) for blob, _ in content.chunks)
         headers["X-Accel-Redirect"] = f"{concat_location}?len={content.size_bytes}&chunks={chunks}"
         return Response(status=200, headers=headers)
@@ -54,15 +58,11 @@ def content_response(files: FileService, content: Content, accel_prefix: str | N
     return Response(body, status=status, headers=headers, direct_passthrough=True)
 
 
-def _nginx_can_concatenate(files: FileService, content: Content, etag: str) -> bool:
-    """A whole-file GET of a multi-chunk file whose chunk blobs are all on disk at their sizes
-    (nginx could not report a missing one: it would already have sent part of the body).
-    Ranges and HEAD stay with the service."""
+def _nginx_may_concatenate(content: Content, etag: str) -> bool:
+    """A whole-file GET of a multi-chunk file; ranges and HEAD stay with the service."""
     if request.method != "GET" or not 1 < len(content.chunks) <= MAX_CONCAT_CHUNKS:
         return False
-    if request.range is not None and _range_applies(etag):
-        return False
-    return files.chunks_stored(content.chunks)
+    return request.range is None or not _range_applies(etag)
 
 
 def _range_applies(etag: str) -> bool:
