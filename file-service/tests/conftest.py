@@ -68,6 +68,12 @@ def store(app):
 
 
 @pytest.fixture
+def feed(app):
+    """The change feed service."""
+    return app.extensions["satchel.changes"]
+
+
+@pytest.fixture
 def refcounts(app):
     return app.extensions["satchel.files"].refcounts
 

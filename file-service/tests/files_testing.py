@@ -27,6 +27,11 @@ def sha(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def code(response):
+    """The error code of a JSON error answer."""
+    return response.get_json()["error"]["code"]
+
+
 def declare(data, filename="big.bin", chunk=CHUNK, **extra):
     pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)]
     return {"filename": filename, "size_bytes": len(data), "hash": sha(data),

@@ -13,11 +13,6 @@ OTHER_EPOCH = "0123456789abcdef"
 
 
 @pytest.fixture
-def feed(app):
-    return app.extensions["satchel.changes"]
-
-
-@pytest.fixture
 def follow(client, token_for):
     """follow(cursor=... or since=...) -> (status, body) of GET /api/v1/changes as alice."""
     def get(**params):

@@ -28,11 +28,6 @@ def alice(token_for):
 
 
 @pytest.fixture
-def feed(app):
-    return app.extensions["satchel.changes"]
-
-
-@pytest.fixture
 def uploaded(upload):
     def do(name="a.txt", data=b"hello", user="alice"):
         response = upload(user, (name, data, "text/plain"))

@@ -8,18 +8,9 @@ import pytest
 
 from satchel_files.storage import StorageError
 
-from files_testing import CHUNK, declare, pieces_of, sha
+from files_testing import CHUNK, blob_refs, code, declare, pieces_of, sha
 
 UPLOAD_TTL = 86400
-
-
-def code(response):
-    return response.get_json()["error"]["code"]
-
-
-def blob_count(db, h):
-    doc = db.blobs.find_one({"_id": h})
-    return doc["ref_count"] if doc else None
 
 
 # happy paths
@@ -84,7 +75,7 @@ def test_the_same_bytes_by_multipart_and_by_chunks_share_one_file_object(chunked
     assert done["file_object_id"] == multipart["file_object_id"]
     assert done["ref_count"] == 2
     assert db.file_objects.count_documents({}) == 1
-    assert all(blob_count(db, sha(p)) == 1 for p in pieces_of(data))
+    assert all(blob_refs(db, sha(p)) == 1 for p in pieces_of(data))
 
 
 @pytest.mark.parametrize("config_overrides", [{"user_quota_bytes": 3 * CHUNK}])
@@ -197,7 +188,7 @@ def test_wrong_bytes_fail_with_a_fresh_url_then_the_right_bytes_verify(chunked, 
     assert failed["upload_url"] != first["upload_url"]
     assert result["chunks"][1]["status"] == "verified"
     assert list(store.iter_staging()) == []  # the bad bytes are gone
-    assert not blob_count(db, sha(pieces_of(data)[0]))
+    assert not blob_refs(db, sha(pieces_of(data)[0]))
     assert not store.exists(sha(pieces_of(data)[0]))
 
     chunked.put(failed, pieces_of(data)[0])
@@ -235,13 +226,13 @@ def test_patch_is_idempotent(chunked, db):
     once = chunked.report("alice", body["user_file_id"], [0]).get_json()
     twice = chunked.report("alice", body["user_file_id"], [0, 0]).get_json()
     assert once["chunks"][0]["status"] == twice["chunks"][0]["status"] == "verified"
-    assert blob_count(db, sha(pieces_of(data)[0])) == 1
+    assert blob_refs(db, sha(pieces_of(data)[0])) == 1
     chunked.put(body["chunks"][1], pieces_of(data)[1])
     done = chunked.report("alice", body["user_file_id"], [1]).get_json()
     again = chunked.report("alice", body["user_file_id"], [0, 1])
     assert again.status_code == 200 and again.get_json()["status"] == "available"
     assert again.get_json()["file_object_id"] == done["file_object_id"]
-    assert all(blob_count(db, sha(p)) == 1 for p in pieces_of(data))
+    assert all(blob_refs(db, sha(p)) == 1 for p in pieces_of(data))
 
 
 def test_two_reports_of_one_chunk_at_the_same_moment_both_see_it_verified(chunked, db, store,
@@ -263,7 +254,7 @@ def test_two_reports_of_one_chunk_at_the_same_moment_both_see_it_verified(chunke
     outer = chunked.report("alice", body["user_file_id"], [0])
     assert inner["response"].get_json()["chunks"][0]["status"] == "verified"
     assert outer.get_json()["chunks"][0]["status"] == "verified"
-    assert blob_count(db, sha(pieces_of(data)[0])) == 1
+    assert blob_refs(db, sha(pieces_of(data)[0])) == 1
     assert store.staging_size(body["chunks"][0]["upload_url"].split("/")[-1].split("?")[0]) is None
 
 
@@ -361,8 +352,8 @@ def test_a_patch_of_several_chunks_records_every_outcome_in_one_write(chunked, d
     assert [c["status"] for c in result["chunks"]] == ["verified", "failed", "failed", "failed"]
     assert [bool(c.get("upload_url")) for c in result["chunks"]] == [False, True, True, True]
     assert db.user_files.find_one({"_id": body["user_file_id"]})["upload_rev"] == rev + 1
-    assert blob_count(db, sha(pieces[0])) == 1
-    assert not any(blob_count(db, sha(piece)) for piece in pieces[1:])
+    assert blob_refs(db, sha(pieces[0])) == 1
+    assert not any(blob_refs(db, sha(piece)) for piece in pieces[1:])
     assert db.ref_intents.count_documents({}) == 0 and list(store.iter_staging()) == []
 
 
@@ -376,7 +367,7 @@ def test_a_chunk_a_concurrent_report_settles_mid_batch_is_counted_once(
     outer = chunked.report("alice", body["user_file_id"], [0, 1]).get_json()
     assert inner["chunks"][0]["status"] == "verified" and inner["chunks"][1]["status"] == "pending"
     assert outer["status"] == "available" and outer["hash"] == sha(data)
-    assert [blob_count(db, sha(piece)) for piece in pieces] == [1, 1]
+    assert [blob_refs(db, sha(piece)) for piece in pieces] == [1, 1]
     assert db.ref_intents.count_documents({}) == 0 and maintenance.fsck().is_clean
 
 
@@ -390,7 +381,7 @@ def test_an_upload_aborted_mid_batch_gets_a_404_and_keeps_no_reference(
 
     response = chunked.report("alice", body["user_file_id"], [0, 1])
     assert response.status_code == 404 and code(response) == "not_found"
-    assert [blob_count(db, sha(piece)) for piece in pieces] == [0, 0]
+    assert [blob_refs(db, sha(piece)) for piece in pieces] == [0, 0]
     assert db.ref_intents.count_documents({}) == 0 and db.user_files.count_documents({}) == 0
     assert maintenance.fsck().is_clean
 
@@ -405,13 +396,13 @@ def test_a_store_failure_mid_batch_changes_nothing_and_a_retry_completes(
     response = chunked.report("alice", body["user_file_id"], [0, 1, 2])
     assert response.status_code == 503 and code(response) == "service_unavailable"
     assert db.user_files.find_one({"_id": body["user_file_id"]}) == before
-    assert not any(blob_count(db, sha(piece)) for piece in pieces)
+    assert not any(blob_refs(db, sha(piece)) for piece in pieces)
     assert db.ref_intents.count_documents({}) == 0
 
     undo()
     done = chunked.report("alice", body["user_file_id"], [0, 1, 2]).get_json()
     assert done["status"] == "available" and done["hash"] == sha(data)
-    assert [blob_count(db, sha(piece)) for piece in pieces] == [1, 1, 1]
+    assert [blob_refs(db, sha(piece)) for piece in pieces] == [1, 1, 1]
     assert maintenance.fsck().is_clean
 
 
@@ -425,7 +416,7 @@ def test_a_chunk_verified_by_another_report_before_its_batch_is_skipped(
     outer = chunked.report("alice", body["user_file_id"], [0, 1, 2])
     assert inner["chunks"][2]["status"] == "verified"
     assert outer.status_code == 200 and outer.get_json()["status"] == "available"
-    assert [blob_count(db, sha(piece)) for piece in pieces] == [1, 1, 1]
+    assert [blob_refs(db, sha(piece)) for piece in pieces] == [1, 1, 1]
     assert maintenance.fsck().is_clean
 
 
@@ -455,8 +446,8 @@ def test_a_patch_of_many_chunks_keeps_the_progress_of_each_write(
     assert chunked.report("alice", body["user_file_id"], [0, 1, 2, 3, 4]).status_code == 503
     kept = db.user_files.find_one({"_id": body["user_file_id"]})
     assert [c["status"] for c in kept["chunks"]] == ["verified"] * 2 + ["pending"] * 4
-    assert [blob_count(db, sha(piece)) for piece in pieces[:2]] == [1, 1]
-    assert not any(blob_count(db, sha(piece)) for piece in pieces[2:])
+    assert [blob_refs(db, sha(piece)) for piece in pieces[:2]] == [1, 1]
+    assert not any(blob_refs(db, sha(piece)) for piece in pieces[2:])
 
     undo()
     done = chunked.report("alice", body["user_file_id"], [2, 3, 4, 5]).get_json()
@@ -488,6 +479,24 @@ def test_a_patch_holds_no_more_chunks_than_the_upload_buffer_budget(
     assert buffers.in_use_bytes == 0
 
 
+def test_an_upload_changing_under_every_write_is_a_409_that_keeps_no_reference(
+        app, chunked, db, monkeypatch, maintenance):
+    data = os.urandom(2 * CHUNK)
+    body = staged_upload(chunked, data)
+    repository = app.extensions["satchel.uploads"].uploads
+    monkeypatch.setattr(repository, "replace_if_rev", lambda current, replacement: False)
+
+    response = chunked.report("alice", body["user_file_id"], [0, 1])
+    assert response.status_code == 409 and code(response) == "conflict"
+    assert not any(blob_refs(db, sha(piece)) for piece in pieces_of(data))
+    assert db.ref_intents.count_documents({}) == 0
+
+    monkeypatch.undo()
+    done = chunked.report("alice", body["user_file_id"], [0, 1]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert maintenance.fsck().is_clean
+
+
 # resume, abort, expiry
 
 
@@ -514,11 +523,11 @@ def test_delete_aborts_an_upload_releasing_refs_and_staging(chunked, client, tok
     chunked.put(body["chunks"][0], pieces_of(data)[0])
     chunked.report("alice", body["user_file_id"], [0])
     chunked.put(body["chunks"][1], pieces_of(data)[1])  # staged, never reported
-    assert blob_count(db, sha(pieces_of(data)[0])) == 1
+    assert blob_refs(db, sha(pieces_of(data)[0])) == 1
     response = client.delete(f"/api/v1/files/{body['user_file_id']}", headers=token_for("alice"))
     assert response.status_code == 204
     assert chunked.get("alice", body["user_file_id"]).status_code == 404
-    assert blob_count(db, sha(pieces_of(data)[0])) == 0
+    assert blob_refs(db, sha(pieces_of(data)[0])) == 0
     assert list(store.iter_staging()) == []
     assert maintenance.fsck().is_clean
 
@@ -559,11 +568,11 @@ def test_fsck_counts_the_refs_uploads_in_progress_hold(chunked, db, maintenance)
     db.blobs.update_one({"_id": h}, {"$set": {"ref_count": 0}})  # an under-count: fsck sees it
     report = maintenance.fsck(repair=True)
     assert [p.kind for p in report.problems] == ["blob_ref_count"]
-    assert blob_count(db, h) == 1
+    assert blob_refs(db, h) == 1
 
     chunked.put(body["chunks"][1], pieces_of(data)[1])
     assert chunked.report("alice", body["user_file_id"], [1]).get_json()["status"] == "available"
-    assert maintenance.fsck().is_clean and all(blob_count(db, sha(p)) == 1
+    assert maintenance.fsck().is_clean and all(blob_refs(db, sha(p)) == 1
                                                for p in pieces_of(data))
 
 
@@ -742,15 +751,15 @@ def test_a_file_repeating_a_chunk_keeps_exact_counts_to_completion_and_abort(
     for entry, piece in zip(body["chunks"][:2], pieces_of(data)):
         chunked.put(entry, piece)
     chunked.report("alice", body["user_file_id"], [0, 1])
-    assert blob_count(db, sha(same)) == 2 and maintenance.fsck().is_clean
+    assert blob_refs(db, sha(same)) == 2 and maintenance.fsck().is_clean
     assert client.delete(f"/api/v1/files/{body['user_file_id']}",
                          headers=token_for("alice")).status_code == 204
-    assert blob_count(db, sha(same)) == 0 and maintenance.fsck().is_clean
+    assert blob_refs(db, sha(same)) == 0 and maintenance.fsck().is_clean
     assert db.blobs.find_one({"_id": sha(same)})["zero_since_ms"] is not None  # gc may take it
 
     done = chunked.upload("alice", data)
     assert done["status"] == "available" and done["hash"] == sha(data)
-    assert blob_count(db, sha(same)) == 3 and blob_count(db, sha(b"end")) == 1
+    assert blob_refs(db, sha(same)) == 3 and blob_refs(db, sha(b"end")) == 1
     assert maintenance.fsck().is_clean
 
 

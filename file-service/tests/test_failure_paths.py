@@ -7,12 +7,8 @@ import threading
 import pytest
 from pymongo.errors import AutoReconnect
 
-from files_testing import CHUNK, blob_refs, declare, pieces_of, sha
+from files_testing import CHUNK, blob_refs, code, declare, pieces_of, sha
 from satchel_files.storage import StorageUnavailable
-
-
-def code(response):
-    return response.get_json()["error"]["code"]
 
 
 def replace_content(client, headers, user_file_id, data):
@@ -158,6 +154,38 @@ def test_an_upload_whose_intent_disappears_is_a_503_with_counts_fsck_can_settle(
     maintenance.fsck(repair=True)
     assert_fsck_clean(maintenance)
     assert all(doc["ref_count"] == 0 for doc in db.blobs.find())
+
+
+def test_a_chunked_completion_whose_intent_disappears_is_a_503_and_a_retry_completes(
+        chunked, db, app, maintenance, monkeypatch):
+    """Reaped just before completion lists the upload's own chunk refs (note_blob_releases):
+    the file is not made available, the upload keeps its refs, nothing is counted low."""
+    data = os.urandom(2 * CHUNK + 5)
+    body = chunked.register("alice", declare(data)).get_json()
+    for entry, piece in zip(body["chunks"], pieces_of(data)):
+        chunked.put(entry, piece)
+    intents = app.extensions["satchel.files"].refcounts.intents
+    real_add, calls = intents.add_blob_refs, []
+
+    def reaped_before_the_second(intent_id, blob_hashes, now_ms):
+        calls.append(list(blob_hashes))
+        if len(calls) == 2:  # the first listed the new file object's chunk refs
+            db.ref_intents.delete_many({})
+        return real_add(intent_id, blob_hashes, now_ms)
+
+    monkeypatch.setattr(intents, "add_blob_refs", reaped_before_the_second)
+    response = chunked.report("alice", body["user_file_id"], [0, 1, 2])
+    assert response.status_code == 503, response.get_json()
+    assert len(calls) == 2
+    upload = db.user_files.find_one({"_id": body["user_file_id"]})
+    assert upload["status"] == "uploading"
+    assert [c["status"] for c in upload["chunks"]] == ["verified"] * 3
+    assert [blob_refs(db, sha(piece)) for piece in pieces_of(data)] == [1, 1, 1]
+
+    monkeypatch.undo()
+    done = chunked.report("alice", body["user_file_id"], [2]).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert_fsck_clean(maintenance)
 
 
 # 5. a chunk the user "holds" whose bytes are gone

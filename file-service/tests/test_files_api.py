@@ -1,5 +1,4 @@
 import dataclasses
-import hashlib
 import io
 import os
 import uuid
@@ -8,15 +7,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from files_testing import CHUNK
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def code(response):
-    return response.get_json()["error"]["code"]
+from files_testing import CHUNK, code, sha
 
 
 @pytest.fixture

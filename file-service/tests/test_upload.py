@@ -1,17 +1,12 @@
-import hashlib
 import io
 import os
 
 import pytest
 
-from files_testing import CHUNK
+from files_testing import CHUNK, sha
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(200)
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 200
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 def error_code(response):

@@ -156,3 +156,13 @@ def test_remote_key_set_refreshes_after_its_ttl():
     assert keys.key_for("k1") is not None
     clock.now += 301
     assert keys.key_for("k1") is None  # the key was withdrawn
+
+
+def test_a_token_that_cannot_be_checked_for_want_of_keys_is_a_503_not_a_401(client, signer,
+                                                                           verifier):
+    """The auth service being down is not the client's fault: retry, do not log in again."""
+    verifier.key_set = RemoteKeySet("http://auth/jwks",
+                                    session=FakeSession([requests.ConnectionError("refused")]))
+    response = client.get("/whoami", headers={"Authorization": f"Bearer {signer.token()}"})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "service_unavailable"

@@ -200,3 +200,16 @@ def test_a_signed_header_value_that_could_split_the_response_is_not_passed_on(ur
         "response-content-disposition": "attachment"}, expires_seconds=300))
     headers = urls.verify_blob_request("GET", uri, None)
     assert headers == {"Content-Disposition": "attachment"}
+
+
+def test_with_a_backend_that_signs_its_own_urls_the_gateway_check_refuses_with_403(
+        config, mongo, s3_client, s3_bucket):
+    """S3 signs its URLs itself; a request the gateway asks about is never one of ours. 403,
+    not 404: nginx's auth_request takes any other answer as its own failure (a 500)."""
+    from satchel_files import create_app
+    from satchel_files.storage import S3BlobStore
+    app = create_app(config, mongo=mongo, blob_store=S3BlobStore(s3_client, s3_bucket))
+    response = app.test_client().get("/internal/blobs/verify", headers={
+        "X-Original-Method": "PUT", "X-Original-URI": f"/blobs/staging/{UPLOAD_KEY}?expires=1",
+        "X-Original-Content-Length": "5"})
+    assert response.status_code == 403 and response.get_json()["error"]["code"] == "forbidden"
