@@ -2,9 +2,11 @@
 its own, uniquely named: `conftest` is a name every tests/ directory has, so importing from it
 depends on which suite pytest collected first."""
 import hashlib
+from urllib.parse import urlencode
 
 from satchel_files.schemas import encode_change_cursor
 from satchel_files.services.changes import ChangeCursor
+from satchel_files.storage.signed_urls import BlobUrlRefused
 
 KID = "test-key"
 CHUNK = 64 * 1024  # the smallest chunk size the config allows, so tests see multi-chunk files
@@ -53,3 +55,16 @@ def blob_refs(db, blob_hash):
     """A blob's ref_count; 0 when it has no document at all."""
     doc = db.blobs.find_one({"_id": blob_hash})
     return 0 if doc is None else doc["ref_count"]
+
+
+def gateway_accepts(store, method, path, query, content_length=None):
+    """Whether the gateway's check of a blob URL (verify_blob_request: what nginx's
+    auth_request asks) lets `method path?query` through; a PUT sends its signed size unless
+    `content_length` says otherwise."""
+    if content_length is None and method.upper() == "PUT":
+        content_length = query.get("size_bytes")
+    try:
+        store.verify_blob_request(method, f"{path}?{urlencode(query)}", content_length)
+    except BlobUrlRefused:
+        return False
+    return True

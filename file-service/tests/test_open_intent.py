@@ -1,5 +1,5 @@
 """RefCounts.open_intent: the block's intent is aborted if the block raises (but for a database
-error), ended once the block is done, and left alone when the block aborted it itself."""
+error), ended once the block is done; settling an intent settled already does nothing."""
 
 import pytest
 from pymongo.errors import PyMongoError
@@ -10,13 +10,15 @@ from satchel_files.services.refcounts import Intent
 
 @pytest.fixture
 def settled(refcounts, monkeypatch):
-    """Every end() and abort() call, in order, as ("end" | "abort", intent id)."""
+    """Every end() or abort() that settled an intent, in order, as ("end" | "abort", intent
+    id): one called on an intent settled already does nothing, and is not listed."""
     calls = []
     for name in ("end", "abort"):
         real = getattr(refcounts, name)
 
         def spy(intent, _real=real, _name=name):
-            calls.append((_name, intent.id))
+            if not intent.is_settled:
+                calls.append((_name, intent.id))
             return _real(intent)
         monkeypatch.setattr(refcounts, name, spy)
     return calls

@@ -58,6 +58,11 @@ def service_unavailable(message: str, *, retry_after_seconds: int = 5) -> ApiErr
                     headers={"Retry-After": str(retry_after_seconds)})
 
 
+def database_unavailable() -> ApiError:
+    """The 503 of a request the database could not serve."""
+    return service_unavailable("The database is unavailable; retry shortly.")
+
+
 def error_response(status: int, code: str, message: str, details: Any = None, headers=None):
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
@@ -103,7 +108,7 @@ def handle_api_error(exc: ApiError):
 
 def handle_database_unavailable(exc: ConnectionFailure):
     log.error("MongoDB unavailable", extra={"error": str(exc)})
-    return handle_api_error(service_unavailable("The database is unavailable; retry shortly."))
+    return handle_api_error(database_unavailable())
 
 
 def handle_unexpected(exc: Exception):

@@ -10,7 +10,7 @@ from flask import Flask, request
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from .errors import service_unavailable
+from .errors import database_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -88,4 +88,4 @@ class IndexBootstrap:
                 self.ensure()
             except PyMongoError as exc:
                 log.error("cannot create indexes", extra={"error": str(exc)})
-                raise service_unavailable("The database is unavailable; retry shortly.") from exc
+                raise database_unavailable() from exc

@@ -109,11 +109,6 @@ class Quota:
         if usage_after > self.user_quota_bytes:
             raise self._over_quota(usage_after)
 
-    def refuse_early(self, owner_id: str, *, adding_bytes: int, request_bytes: int = 0) -> None:
-        """check() against the usage as of now: to refuse before work is done; the decision
-        that counts is `admitting`."""
-        self.check(request_bytes, self.usage(owner_id) + adding_bytes)
-
     def meter(self, owner_id: str, *, freeing_bytes: int = 0) -> Callable[[int], None]:
         """A counter for bytes as they arrive: each call adds to the request and refuses (413)
         once it passes MAX_UPLOAD_BYTES or the quota as of now, counting `freeing_bytes` (what

@@ -138,9 +138,11 @@ class RefCounts:
 
     # intents
 
-    def begin(self) -> Intent:
+    def begin(self, blob_refs: list[str] | None = None) -> Intent:
+        """A new intent; `blob_refs` listed in it from the start (before they are counted)."""
         intent = Intent(uuid.uuid4().hex)
-        self.intents.insert(intent.id, self._now_ms(), utc_datetime(self.clock))
+        self.intents.insert(intent.id, self._now_ms(), utc_datetime(self.clock),
+                            blob_refs=blob_refs)
         return intent
 
     def open_intent(self) -> AbstractContextManager[Intent]:
@@ -157,10 +159,7 @@ class RefCounts:
     def open_intent_with_stored_blobs(self, chunks: list[tuple[str, int]]) -> Iterator[Intent]:
         """open_intent() then acquire_stored_blobs(chunks), one write fewer: the intent is
         inserted already listing the references (listed before they are counted, as ever)."""
-        intent = Intent(uuid.uuid4().hex)
-        self.intents.insert(intent.id, self._now_ms(), utc_datetime(self.clock),
-                            blob_refs=[blob_hash for blob_hash, _ in chunks])
-        with self._settled(intent):
+        with self._settled(self.begin([blob_hash for blob_hash, _ in chunks])) as intent:
             self._count_listed_blobs(intent, chunks)
             yield intent
 
@@ -171,14 +170,15 @@ class RefCounts:
         except PyMongoError:
             raise  # a document written may own the references: see open_intent
         except BaseException:
-            if not intent.is_settled:
-                self.abort(intent)
+            self.abort(intent)
             raise
-        if not intent.is_settled:
-            self.end(intent)
+        self.end(intent)
 
     def end(self, intent: Intent) -> None:
-        """The request's references are all owned by documents now (or given back)."""
+        """The request's references are all owned by documents now (or given back). Once an
+        intent is settled (ended or aborted), settling it again does nothing."""
+        if intent.is_settled:
+            return
         intent.is_settled = True
         self.intents.delete(intent.id)
         intent.held_blob_refs.clear()
@@ -189,6 +189,8 @@ class RefCounts:
 
         Best effort: if the database fails half-way, the counts stay high and fsck repairs them.
         """
+        if intent.is_settled:
+            return
         intent.is_settled = True
         try:
             while intent.held_file_object_refs:

@@ -119,7 +119,8 @@ class UploadService:
         already has a file with exactly this content."""
         chunk_size = self.files.settings.chunk_size_bytes
         size_bytes, file_hash, declared = request["size_bytes"], request["hash"], request["chunks"]
-        self.quota.refuse_early(owner_id, adding_bytes=size_bytes, request_bytes=size_bytes)
+        # Refused before any work if it cannot fit as of now; `admitting` below decides.
+        self.quota.meter(owner_id)(size_bytes)
         _check_chunking(size_bytes, chunk_size, declared)
         filename = schemas.clean_filename(request["filename"])
         declared_type = mime.normalize(request.get("mime_type"))

@@ -218,11 +218,6 @@ class SignsOwnUrls:
         return self._urls.presign_put_staging(upload_key, size_bytes=size_bytes,
                                               expires_seconds=expires_seconds)
 
-    def verify_signed_url(self, method: str, path: str, query: Mapping[str, str],
-                          now: float | None = None) -> bool:
-        """True only for an unexpired URL this store signed for exactly this method/path/query."""
-        return self._urls.verify(method, path, query, now)
-
     def verify_blob_request(self, method: str, uri: str, content_length: str | None) -> dict[str, str]:
         """See SignedBlobUrls.verify_blob_request: the gateway's check of a blob URL."""
         return self._urls.verify_blob_request(method, uri, content_length)
