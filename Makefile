@@ -25,7 +25,7 @@ run: install ## Run the whole stack at http://127.0.0.1:8080 (Ctrl-C stops it)
 
 test: test-unit test-infra test-e2e ## Every test: unit, deployment checks, end-to-end
 
-test-unit: $(STAMP) ## Unit tests of shared, auth-service and file-service
+test-unit: $(STAMP) ## Unit tests of shared, auth-service, file-service and the devstack
 	$(BIN)/python -m pytest -q shared/tests auth-service/tests file-service/tests devstack/tests
 
 test-infra: $(STAMP) ## Validate docker-compose.yml, the k8s overlays and the nginx config

@@ -9,7 +9,6 @@ import os
 import pathlib
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -17,6 +16,7 @@ import time
 import urllib.request
 
 import pytest
+from satchel_devstack.stack import free_port
 
 from infra_testing import (
     REPO_ROOT,
@@ -124,12 +124,6 @@ def test_the_entrypoint_names_every_missing_variable(tmp_path):
 
 
 # --- the image's nginx, started by its entrypoint as its user, sends a multi-chunk file ---------
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 class FakeFileService(http.server.BaseHTTPRequestHandler):
     """Answers every GET as the file service does for a checked multi-chunk local file."""

@@ -73,22 +73,18 @@ def snapshot_database(source: Path, target: Path) -> None:
 def _copy_blobs(source: Path, target: Path) -> tuple[int, int]:
     """Every `<hh>/<hash>` blob file; a blob gc removes meanwhile was unreferenced at the
     snapshot (see above) and is skipped. In-flight bytes (tmp/, staging/) are left out."""
-    from satchel_files.storage.base import is_blob_hash
+    from satchel_files.storage.local import blob_files
 
     count = size = 0
-    for shard in sorted(source.iterdir()) if source.is_dir() else ():
-        if len(shard.name) != 2 or not shard.is_dir():
+    for entry, _ in sorted(blob_files(source), key=lambda found: found[0].name):
+        copy = target / entry.name[:2] / entry.name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copy2(entry.path, copy)
+        except FileNotFoundError:
             continue
-        for blob in sorted(shard.iterdir()):
-            if not is_blob_hash(blob.name) or blob.name[:2] != shard.name:
-                continue
-            (target / shard.name).mkdir(parents=True, exist_ok=True)
-            try:
-                shutil.copy2(blob, target / shard.name / blob.name)
-            except FileNotFoundError:
-                continue
-            count += 1
-            size += (target / shard.name / blob.name).stat().st_size
+        count += 1
+        size += copy.stat().st_size
     return count, size
 
 

@@ -176,7 +176,8 @@ class Stack:
         })
         if has_concat_modules():  # nginx sends multi-chunk files itself (render_gateway_config)
             env.setdefault("ACCEL_CONCAT_LOCATION", CONCAT_LOCATION)
-        env.setdefault("BLOB_URL_SECRET", self._secret("blob_url_secret"))
+        if "BLOB_URL_SECRET" not in env:  # one of our own, kept under var/ (made once)
+            env["BLOB_URL_SECRET"] = self._secret("blob_url_secret")
         return env
 
     def gateway_values(self) -> dict[str, str]:

@@ -75,14 +75,8 @@ class LocalBlobStore(SignsOwnUrls, BlobStore):
         self.blob_path(blob_hash).unlink(missing_ok=True)
 
     def iter_blobs(self) -> Iterator[BlobInfo]:
-        for shard in _scandir(self._files_dir):
-            if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
-                continue
-            for entry in _scandir(Path(shard.path)):
-                if is_blob_hash(entry.name) and entry.name[:2] == shard.name:
-                    stat = _regular_file_stat(entry)
-                    if stat is not None:
-                        yield BlobInfo(entry.name, stat.st_size, _utc(stat.st_mtime))
+        for entry, stat in blob_files(self._files_dir):
+            yield BlobInfo(entry.name, stat.st_size, _utc(stat.st_mtime))
 
     # staging
 
@@ -272,6 +266,19 @@ def _stream_file(file: BinaryIO, start: int, end: int | None) -> Iterator[bytes]
 
 def _sha256_of(file: BinaryIO, also_hash: Callable[[bytes], object] | None = None) -> str:
     return sha256_of_pieces(iter(lambda: file.read(READ_PIECE_BYTES), b""), also_hash)
+
+
+def blob_files(files_dir: Path) -> Iterator[tuple[os.DirEntry, os.stat_result]]:
+    """The blob files of a local store's `files/` directory (`<hh>/<hash>`, regular files only,
+    temp files and strays skipped), with their stat; one deleted meanwhile is left out."""
+    for shard in _scandir(files_dir):
+        if len(shard.name) != 2 or not shard.is_dir(follow_symlinks=False):
+            continue
+        for entry in _scandir(Path(shard.path)):
+            if is_blob_hash(entry.name) and entry.name[:2] == shard.name:
+                stat = _regular_file_stat(entry)
+                if stat is not None:
+                    yield entry, stat
 
 
 def _file_size(path: Path) -> int | None:
