@@ -23,7 +23,7 @@ from satchel_files.repositories.changes import COMMITTED, change_document
 from satchel_files.repositories.listing import listing_document_for
 from satchel_files.repositories.usage import UsageRepository
 from satchel_files.repositories.user_files import AVAILABLE
-from satchel_files.services.changes import ChangeCursor
+from satchel_files.change_cursor import ChangeCursor
 from satchel_files.schemas import encode_change_cursor, encode_cursor
 
 from .context import TIMEOUT, BenchContext, check_status, log, register_user

@@ -13,8 +13,8 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from satchel_shared.errors import ApiError
 from satchel_shared.fields import Text
 
+from .change_cursor import ChangeCursor, is_epoch_id
 from .repositories.listing import MAX_MS
-from .services.changes import ChangeCursor
 from .services.clock import to_ms
 
 MAX_FILENAME_BYTES = 255
@@ -105,7 +105,7 @@ def _user_file_id(text: str) -> str:
 
 
 def _epoch_id(text: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{16}", text):
+    if not is_epoch_id(text):
         raise ValueError(text)
     return text
 

@@ -5,7 +5,7 @@ import hashlib
 from urllib.parse import urlencode
 
 from satchel_files.schemas import encode_change_cursor
-from satchel_files.services.changes import ChangeCursor
+from satchel_files.change_cursor import ChangeCursor
 from satchel_files.storage.signed_urls import BlobUrlRefused
 
 KID = "test-key"

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from files_testing import legacy_change_cursor
 from satchel_files.cli import cli
-from satchel_files.services.changes import ChangeCursor
+from satchel_files.change_cursor import ChangeCursor
 from satchel_files.schemas import decode_change_cursor, encode_change_cursor
 
 OTHER_EPOCH = "0123456789abcdef"

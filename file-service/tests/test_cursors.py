@@ -7,7 +7,7 @@ from marshmallow import ValidationError
 
 from files_testing import legacy_change_cursor
 from satchel_files.repositories.listing import MAX_MS
-from satchel_files.services.changes import ChangeCursor
+from satchel_files.change_cursor import ChangeCursor
 from satchel_files.schemas import (decode_change_cursor, decode_cursor, encode_change_cursor,
                                    encode_cursor)
 

@@ -29,7 +29,7 @@ def _files() -> FileService:
 
 def _multipart_parts():
     if request.content_length is not None:  # refused before a byte is read
-        _files().quota.check_request_size(request.content_length - _MULTIPART_SLACK_BYTES)
+        _files().refuse_oversized(request.content_length - _MULTIPART_SLACK_BYTES)
     return iter_parts(request_body(request.environ), request.headers.get("Content-Type"))
 
 

@@ -65,13 +65,11 @@ from __future__ import annotations
 
 import logging
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
 
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -79,6 +77,7 @@ from satchel_shared.errors import ApiError, service_unavailable
 
 from ..repositories.changes import (ABORTED, COMMITTED, PENDING, UNCERTAIN, ChangeRepository,
                                     change_document)
+from ..change_cursor import ChangeCursor, new_epoch_id
 from .clock import Clock, from_ms, now_ms
 
 log = logging.getLogger(__name__)
@@ -90,14 +89,6 @@ _CLAIM_ATTEMPTS = 200
 _REREAD_EVERY = 4
 _SINCE_CANDIDATES = 50
 _TRIM_BATCH = 1000
-
-
-class ChangeCursor(NamedTuple):
-    """Where a sync client is: after change `seq` of the feed's epoch `epoch` (None: a `c1`
-    cursor, issued before epochs existed, which only the first epoch takes)."""
-
-    epoch: str | None
-    seq: int
 
 
 @dataclass(frozen=True)
@@ -355,13 +346,13 @@ class ChangeFeed:
         """The current epoch; the first one is created on first use."""
         document = self.changes.epoch()
         if document is None:
-            document = self.changes.insert_epoch(_new_epoch_id(), started_ms=0, is_first=True)
+            document = self.changes.insert_epoch(new_epoch_id(), started_ms=0, is_first=True)
         return FeedEpoch(document["epoch"], document["started_ms"], document["is_first"])
 
     def start_epoch(self) -> FeedEpoch:
         """After a restore (or to make every sync client start over): from now on, every
         cursor issued before gets 410 `reset`, and so does `since` before now."""
-        epoch = FeedEpoch(_new_epoch_id(), self._now_ms(), is_first=False)
+        epoch = FeedEpoch(new_epoch_id(), self._now_ms(), is_first=False)
         self.changes.replace_epoch(epoch.id, started_ms=epoch.started_ms, is_first=False)
         return epoch
 
@@ -407,10 +398,6 @@ class ChangeFeed:
 
     def _now_ms(self) -> int:
         return now_ms(self.clock)
-
-
-def _new_epoch_id() -> str:
-    return secrets.token_hex(8)  # what schemas.CHANGE_CURSOR accepts: 16 lowercase hex digits
 
 
 def _entry(document: dict) -> dict:

@@ -107,6 +107,10 @@ class FileService:
 
     # upload
 
+    def refuse_oversized(self, request_bytes: int) -> None:
+        """413 before a byte is read if the request's declared length is over the limit."""
+        self.quota.check_request_size(request_bytes)
+
     def upload(self, owner_id: str, parts: Iterable[FieldPart | FilePart]) -> list[dict]:
         """All or nothing: every file of the request is stored, or none is (4xx or 5xx)."""
         with self.refcounts.open_intent() as intent:
