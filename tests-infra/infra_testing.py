@@ -153,3 +153,29 @@ def concat_wiring_problems(file_env, file_mounts, gateway_env, gateway_mounts):
         problems.append(f"DATA_DIR ({file_env.get('DATA_DIR')}: {data}) and the gateway's "
                         f"BLOB_ROOT ({gateway_env.get('BLOB_ROOT')}: {blobs}) are not one volume")
     return problems
+
+
+# --- the gateway image (its entrypoint renders the templates; its nginx modules) -------------
+GATEWAY = REPO_ROOT / "gateway"
+ENTRYPOINT = GATEWAY / "docker-entrypoint.sh"
+CONCAT_MODULES = ("ngx_http_echo_module.so", "ngx_http_headers_more_filter_module.so")
+MODULES_DIR = pathlib.Path("/usr/lib/nginx/modules")
+
+
+def require_concat_modules():
+    missing = [m for m in CONCAT_MODULES if not (MODULES_DIR / m).is_file()]
+    if missing:
+        require_tool("/nonexistent/" + missing[0],
+                     "libnginx-mod-http-echo libnginx-mod-http-headers-more-filter")
+
+
+def render_like_the_image(env, run_dir, templates_dir):
+    """Run the image's entrypoint in `render` mode; returns the main config's path."""
+    result = subprocess.run(
+        [str(ENTRYPOINT), "render"],
+        env={"PATH": os.environ["PATH"], **env, "NGINX_RUN_DIR": str(run_dir),
+             "SATCHEL_GATEWAY_TEMPLATES": str(templates_dir)},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return pathlib.Path(result.stdout.strip())

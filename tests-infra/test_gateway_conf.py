@@ -14,22 +14,23 @@ import subprocess
 import pytest
 
 from infra_testing import (
+    CONCAT_MODULES,
+    GATEWAY,
+    MODULES_DIR,
     REPO_ROOT,
     gateway_concat_location,
     image_env,
     image_instructions,
+    render_like_the_image,
+    require_concat_modules,
     require_tool,
     resolve_compose_value,
 )
 
-GATEWAY = REPO_ROOT / "gateway"
 TEMPLATE = pathlib.Path(os.environ.get("SATCHEL_GATEWAY_TEMPLATE", GATEWAY / "satchel.conf.template"))
-ENTRYPOINT = GATEWAY / "docker-entrypoint.sh"
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 # Set by the entrypoint itself (the main config's run directory, user and modules).
 ENTRYPOINT_VARIABLES = {"NGINX_RUN_DIR", "NGINX_USER_DIRECTIVE", "NGINX_LOAD_MODULES"}
-CONCAT_MODULES = ("ngx_http_echo_module.so", "ngx_http_headers_more_filter_module.so")
-MODULES_DIR = pathlib.Path("/usr/lib/nginx/modules")
 
 
 def gateway_templates():
@@ -41,25 +42,6 @@ def gateway_templates():
 
 def image_defaults():
     return image_env(image_instructions((GATEWAY / "Dockerfile").read_text()))
-
-
-def require_concat_modules():
-    missing = [m for m in CONCAT_MODULES if not (MODULES_DIR / m).is_file()]
-    if missing:
-        require_tool("/nonexistent/" + missing[0],
-                     "libnginx-mod-http-echo libnginx-mod-http-headers-more-filter")
-
-
-def render_like_the_image(env, run_dir, templates_dir):
-    """Run the image's entrypoint in `render` mode; returns the main config's path."""
-    result = subprocess.run(
-        [str(ENTRYPOINT), "render"],
-        env={"PATH": os.environ["PATH"], **env, "NGINX_RUN_DIR": str(run_dir),
-             "SATCHEL_GATEWAY_TEMPLATES": str(templates_dir)},
-        capture_output=True, text=True, timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    return pathlib.Path(result.stdout.strip())
 
 
 @pytest.fixture(scope="module")

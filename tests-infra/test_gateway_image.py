@@ -19,20 +19,18 @@ import pytest
 from satchel_devstack.stack import free_port
 
 from infra_testing import (
+    CONCAT_MODULES,
+    ENTRYPOINT,
+    GATEWAY,
+    MODULES_DIR,
     REPO_ROOT,
     gateway_concat_location,
     image_env,
     image_instructions,
     image_setting,
-    require_tool,
-)
-from test_gateway_conf import (
-    CONCAT_MODULES,
-    ENTRYPOINT,
-    GATEWAY,
-    MODULES_DIR,
     render_like_the_image,
     require_concat_modules,
+    require_tool,
 )
 
 DOCKERFILE = GATEWAY / "Dockerfile"
