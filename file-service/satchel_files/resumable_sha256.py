@@ -62,10 +62,19 @@ class ResumableSha256:
     def length_bytes(self) -> int:
         return (self._ctx.Nh << 29) | (self._ctx.Nl >> 3)
 
-    def update(self, data: bytes) -> None:
-        if not isinstance(data, bytes):
-            data = bytes(data)
-        _libcrypto.SHA256_Update(self._ctx, data, len(data))
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Hash `data` in: bytes and writable buffers (a bytearray, a local store's mapped
+        chunk) in place; a read-only buffer other than bytes is copied first, since ctypes can
+        take the address of a writable buffer only."""
+        if isinstance(data, bytes):
+            _libcrypto.SHA256_Update(self._ctx, data, len(data))
+            return
+        view = memoryview(data)
+        if view.readonly or not view.c_contiguous or not view.nbytes:
+            self.update(view.tobytes())
+            return
+        in_place = (ctypes.c_char * view.nbytes).from_buffer(view.cast("B"))
+        _libcrypto.SHA256_Update(self._ctx, in_place, view.nbytes)
 
     def copy(self) -> ResumableSha256:
         other = ResumableSha256.__new__(ResumableSha256)

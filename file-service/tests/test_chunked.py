@@ -245,10 +245,11 @@ def test_two_reports_of_one_chunk_at_the_same_moment_both_see_it_verified(chunke
     real_promote, inner = store.promote_staging, {}
 
     def promote_while_another_report_comes_in(*args, **kwargs):
-        real_promote(*args, **kwargs)
+        kept = real_promote(*args, **kwargs)
         if not inner:  # once: the inner report's own promote must not start a third
             inner["started"] = True
             inner["response"] = chunked.report("alice", body["user_file_id"], [0])
+        return kept
 
     monkeypatch.setattr(store, "promote_staging", promote_while_another_report_comes_in)
     outer = chunked.report("alice", body["user_file_id"], [0])
@@ -309,10 +310,11 @@ def promote_then(store, monkeypatch, key, action):
     real_promote, done = store.promote_staging, []
 
     def promote(upload_key, *args, **kwargs):
-        real_promote(upload_key, *args, **kwargs)
+        kept = real_promote(upload_key, *args, **kwargs)
         if upload_key == key and not done:
             done.append(True)
             action()
+        return kept
 
     monkeypatch.setattr(store, "promote_staging", promote)
 
@@ -453,6 +455,30 @@ def test_a_patch_of_many_chunks_keeps_the_progress_of_each_write(
     done = chunked.report("alice", body["user_file_id"], [2, 3, 4, 5]).get_json()
     assert done["status"] == "available" and done["hash"] == sha(data)
     assert maintenance.fsck().is_clean
+
+
+def test_every_chunk_kept_for_the_whole_file_digest_is_let_go_even_when_the_patch_fails(
+        chunked, store, monkeypatch):
+    """The local store lends each verified chunk's bytes mapped; a failed batch must release
+    the checks that finished but were never taken, as a good one releases every chunk."""
+    kept, real_promote = [], store.promote_staging
+
+    def promote(*args, **kwargs):
+        bytes_kept = real_promote(*args, **kwargs)
+        kept.append(bytes_kept)
+        return bytes_kept
+
+    monkeypatch.setattr(store, "promote_staging", promote)
+    data = os.urandom(6 * CHUNK)
+    body = staged_upload(chunked, data)
+    undo = fail_promoting(store, monkeypatch, staging_key(body["chunks"][1]))
+    assert chunked.report("alice", body["user_file_id"], list(range(6))).status_code == 503
+    assert len(kept) >= 2 and all(k is not None and k.pieces == [] for k in kept)
+
+    undo()
+    done = chunked.report("alice", body["user_file_id"], list(range(6))).get_json()
+    assert done["status"] == "available" and done["hash"] == sha(data)
+    assert len(kept) >= 8 and all(k.pieces == [] for k in kept)
 
 
 @pytest.mark.parametrize("config_overrides", [{"upload_buffer_bytes": 2 * CHUNK}])

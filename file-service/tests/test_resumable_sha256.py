@@ -1,9 +1,11 @@
 """The resumable SHA-256: hashlib's answers, across a save and restore, at hashlib's speed."""
 import hashlib
+import mmap
 import os
 import random
 import threading
 import time
+import tracemalloc
 
 import pytest
 
@@ -81,3 +83,38 @@ def test_other_threads_run_while_it_hashes():
     hashing.clear()
     counter.join()
     assert during > 10
+
+
+def _mapped(path, data: bytes):
+    path.write_bytes(data)
+    with open(path, "rb") as file:
+        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+
+
+def test_it_hashes_any_buffer_as_hashlib_does(tmp_path):
+    data = os.urandom(100_003)
+    mapped = _mapped(tmp_path / "chunk", data)
+    every_other = bytearray(2 * len(data))
+    every_other[::2] = data
+    for pieces in ([memoryview(mapped)[:5000], memoryview(mapped)[5000:]],  # a local chunk
+                   [bytearray(data)],
+                   [memoryview(data)],                                  # read-only: copied
+                   [memoryview(bytearray(data[:100_000])).cast("I"), data[100_000:]],
+                   [memoryview(every_other)[::2]],                      # not contiguous: copied
+                   [bytearray(), memoryview(b""), data]):
+        hasher = ResumableSha256()
+        for piece in pieces:
+            hasher.update(piece)
+        assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    mapped.close()  # every piece above let go of it
+
+
+def test_a_writable_buffer_is_hashed_in_place_not_copied():
+    data = bytearray(os.urandom(32 << 20))
+    tracemalloc.start()
+    try:
+        ResumableSha256().update(memoryview(data)[1:])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20

@@ -5,9 +5,10 @@
 
 It advances as chunks are verified, so that completion only hashes what is left (normally
 nothing, or the last chunk or two):
-- a chunk next in line (n == its index) is hashed into it from the pieces of the read that
-  checked the chunk's own SHA-256 (promote_staging's `also_hash`), kept until the PATCH's
-  thread takes the chunks' results in index order: each byte read once, hashed twice;
+- a chunk next in line (n == its index) is hashed into it from the bytes the read that
+  checked the chunk's own SHA-256 kept (promote_staging's `keep_bytes`; the local store's are
+  mapped, not copied) until the PATCH's thread takes the chunks' results in index order:
+  each byte read once, hashed twice;
 - verified chunks next in line that were reported out of order, or skipped because the user
   already held them, are read back from the store, up to an allowance per request, by the
   request whose chunk let the run reach them. That request writes its progress in the same
@@ -88,7 +89,7 @@ class RunningDigest:
         if stored is not None and stored[1] > self.through:
             self.hasher, self.through = stored
 
-    def take(self, index: int, pieces: list[bytes]) -> None:
+    def take(self, index: int, pieces: list) -> None:
         """Hash in chunk `index`'s bytes, read as it was verified, if it is next in line."""
         if self.through == index:
             for piece in pieces:

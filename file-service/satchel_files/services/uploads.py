@@ -44,7 +44,7 @@ from ..repositories.uploads import (CHUNK_FAILED, FAILED, IN_PROGRESS, PENDING, 
                                     VERIFIED, UploadRepository)
 from ..repositories.user_files import AVAILABLE
 from ..storage import BlobStore
-from ..storage.base import BlobHashMismatch, BlobNotFound, StorageError
+from ..storage.base import BlobHashMismatch, BlobNotFound, KeptBytes, StorageError
 from . import mime
 from .clock import Clock, from_ms, now_ms, to_ms, utc_datetime
 from .files import FileService, available_user_file, chunk_sizes
@@ -304,17 +304,16 @@ class UploadService:
                 log.warning("could not record failed chunks", exc_info=True,
                             extra={"user_file_id": upload["_id"]})
 
-    def _promote(self, chunk: dict, pieces: list[bytes] | None) -> str | None:
-        """Promote one staged chunk, keeping the pieces read in `pieces`: None if verified,
-        else why not (_TAKEN if a concurrent report of the same chunk took the bytes)."""
+    def _promote(self, chunk: dict, keep_bytes: bool) -> tuple[str | None, KeptBytes | None]:
+        """Promote one staged chunk: (None if verified, else why not (_TAKEN if a concurrent
+        report of the same chunk took the bytes); with `keep_bytes`, those verified)."""
         try:
-            self.store.promote_staging(chunk["upload_key"], chunk["hash"],
-                                       also_hash=None if pieces is None else pieces.append)
+            return None, self.store.promote_staging(chunk["upload_key"], chunk["hash"],
+                                                    keep_bytes=keep_bytes)
         except BlobHashMismatch:
-            return "The bytes received do not have this chunk's SHA-256."
+            return "The bytes received do not have this chunk's SHA-256.", None
         except BlobNotFound:
-            return _TAKEN
-        return None
+            return _TAKEN, None
 
     def _discard_staging(self, key: str) -> None:
         try:
@@ -545,11 +544,12 @@ _TAKEN = "taken"  # _promote: a concurrent report of the same chunk took its sta
 
 class _BatchCheck:
     """The chunks of one PATCH batch promoted _VERIFIERS at a time on the process's checking
-    threads (hashing releases the GIL, fsync waits on the disk), their results taken on the request's thread in index order:
-    the outcome noted, the reference of a chunk not verified given back, and the bytes of a
-    verified one hashed into the whole-file digest from the pieces its check read, if it is
-    next in line. The pieces held count against the process's upload buffer budget, as a
-    multipart upload's buffers do: a check waits for room only when it holds none."""
+    threads (hashing releases the GIL, fsync waits on the disk), their results taken on the
+    request's thread in index order: the outcome noted, the reference of a chunk not verified
+    given back, and a verified one hashed into the whole-file digest, if it is next in line,
+    from the bytes its check verified (kept until then). The bytes kept count against the
+    process's upload buffer budget, as a multipart upload's buffers do: a check waits for room
+    only when it holds none."""
 
     def __init__(self, service: UploadService, upload: dict, digest: RunningDigest | None,
                  intent: Intent, outcomes: dict):
@@ -558,41 +558,43 @@ class _BatchCheck:
         self.promoted: list[dict] = []
 
     def run(self, chunks: list[dict]) -> None:
-        in_flight: deque[tuple[dict, Future, list[bytes] | None]] = deque()
+        in_flight: deque[tuple[dict, Future]] = deque()
         try:
             for chunk in chunks:
                 if len(in_flight) == _VERIFIERS:
                     self._take(*in_flight.popleft())
                 while not self._hold(chunk, wait=not in_flight):
                     self._take(*in_flight.popleft())
-                pieces = None if self.digest is None else []
                 in_flight.append((chunk, self.service.verifiers.submit(
-                    self.service._promote, chunk, pieces), pieces))
+                    self.service._promote, chunk, self.digest is not None)))
             while in_flight:
                 self._take(*in_flight.popleft())
         finally:  # failed: no check of ours may still run once the intent gives refs back
-            for _, promoting, _ in in_flight:
+            for _, promoting in in_flight:
                 promoting.cancel()
-            wait([promoting for _, promoting, _ in in_flight])
-            for chunk, _, pieces in in_flight:
-                self._let_go(chunk, pieces)
+            wait([promoting for _, promoting in in_flight])
+            for chunk, promoting in in_flight:
+                self._let_go(chunk, _kept_by(promoting))
 
     def _hold(self, chunk: dict, *, wait: bool) -> bool:
         return self.digest is None or self.service.files.buffers.reserve(chunk["size_bytes"],
                                                                          wait=wait)
 
-    def _let_go(self, chunk: dict, pieces: list[bytes] | None) -> None:
-        if pieces is not None:
-            pieces.clear()
+    def _let_go(self, chunk: dict, kept: KeptBytes | None) -> None:
+        if kept is not None:
+            kept.release()
+        if self.digest is not None:
             self.service.files.buffers.give_back(chunk["size_bytes"])
 
-    def _take(self, chunk: dict, promoting: Future, pieces: list[bytes] | None) -> None:
+    def _take(self, chunk: dict, promoting: Future) -> None:
+        kept = None
         try:
-            self._settle(chunk, promoting.result(), pieces)
+            why_not, kept = promoting.result()
+            self._settle(chunk, why_not, kept)
         finally:
-            self._let_go(chunk, pieces)
+            self._let_go(chunk, kept)
 
-    def _settle(self, chunk: dict, why_not: str | None, pieces: list[bytes] | None) -> None:
+    def _settle(self, chunk: dict, why_not: str | None, kept: KeptBytes | None) -> None:
         key, index = chunk["upload_key"], chunk["index"]
         if why_not is not None:
             self.service.refcounts.release_held_blob(self.intent, chunk["hash"])
@@ -603,7 +605,7 @@ class _BatchCheck:
         self.promoted.append(chunk)
         if self.digest is not None:
             self.digest.catch_up(self.service.store, self.upload["chunks"], index)
-            self.digest.take(index, pieces)
+            self.digest.take(index, kept.pieces)
 
     def hand_over(self, changed: set[int]) -> None:
         """The write showed `changed` verified: those references are the upload's now; the
@@ -614,6 +616,13 @@ class _BatchCheck:
         for chunk in self.promoted:
             if chunk["index"] not in changed:
                 self.service.refcounts.release_held_blob(self.intent, chunk["hash"])
+
+
+def _kept_by(promoting: Future) -> KeptBytes | None:
+    """The bytes a check that has ended kept (to be released), if it ran and kept any."""
+    if promoting.cancelled() or promoting.exception() is not None:
+        return None
+    return promoting.result()[1]
 
 
 def _check_chunking(size_bytes: int, chunk_size: int, chunks: list[dict]) -> None:

@@ -121,6 +121,22 @@ def sha256_of_pieces(pieces: Iterable[bytes],
     return digest.hexdigest()
 
 
+class KeptBytes:
+    """Bytes a store has just verified, lent to the caller until `release()`: `pieces`, in
+    order, as buffers (the local store's are a mapping of the file, not a copy). They must not
+    be used after release(), which may be called more than once."""
+
+    def __init__(self, pieces: list, on_release: Callable[[], object] | None = None):
+        self.pieces = pieces
+        self._on_release = on_release
+
+    def release(self) -> None:
+        self.pieces = []
+        on_release, self._on_release = self._on_release, None
+        if on_release is not None:
+            on_release()
+
+
 class BlobStore(abc.ABC):
     """Chunks stored once under their SHA-256; see each method for the contract."""
 
@@ -176,7 +192,7 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def promote_staging(self, upload_key: str, blob_hash: str, *,
-                        also_hash: Callable[[bytes], object] | None = None) -> None:
+                        keep_bytes: bool = False) -> KeptBytes | None:
         """Store the staging object's bytes as the blob `blob_hash`; the staging object stays.
 
         The backend re-hashes the very bytes it stores (a PUT to the same URL meanwhile cannot
@@ -189,9 +205,9 @@ class BlobStore(abc.ABC):
         verified: until then a concurrent report of the same chunk still finds the bytes and
         promotes them again (harmless), instead of finding nothing and calling the chunk failed.
 
-        `also_hash` is given every piece of the staged bytes, in order, in the same read that
-        hashes them (a chunked upload's running whole-file SHA-256); after an exception, what
-        it was given is meaningless.
+        With `keep_bytes`, the bytes just verified are returned, from the same read that
+        hashed them, for the caller to hash further (a chunked upload's whole-file SHA-256);
+        the caller must release() them. Otherwise None.
         """
 
     @abc.abstractmethod

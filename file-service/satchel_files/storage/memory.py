@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 from .base import (
@@ -12,6 +12,7 @@ from .base import (
     BlobInfo,
     BlobNotFound,
     BlobStore,
+    KeptBytes,
     StagingInfo,
     ensure_hash_matches,
     sha256_of_pieces,
@@ -72,18 +73,20 @@ class MemoryBlobStore(SignsOwnUrls, BlobStore):
         return None if entry is None else len(entry[0])
 
     def promote_staging(self, upload_key: str, blob_hash: str, *,
-                        also_hash: Callable[[bytes], object] | None = None) -> None:
+                        keep_bytes: bool = False) -> KeptBytes | None:
         validate_upload_key(upload_key)
         validate_blob_hash(blob_hash)
         with self._lock:
             entry = self._staging.get(upload_key)
             if entry is None:
                 raise BlobNotFound(f"no staging object {upload_key}")
-            actual = sha256_of_pieces(_pieces(entry[0]), also_hash)  # one pass, as local's
+            pieces: list[bytes] = []
+            actual = sha256_of_pieces(_pieces(entry[0]), pieces.append if keep_bytes else None)
             if actual != blob_hash:
                 del self._staging[upload_key]
                 raise BlobHashMismatch(f"staged bytes hash to {actual}, not {blob_hash}")
             self._blobs.setdefault(blob_hash, (entry[0], _now()))
+        return KeptBytes(pieces) if keep_bytes else None
 
     def delete_staging(self, upload_key: str) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ Keys: `<prefix>files/<hash[:2]>/<hash>` (blobs), `<prefix>staging/<upload_key>` 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timezone
 
 import boto3
@@ -19,6 +19,7 @@ from .base import (
     BlobInfo,
     BlobNotFound,
     BlobStore,
+    KeptBytes,
     StagingInfo,
     StorageError,
     StorageUnavailable,
@@ -155,7 +156,7 @@ class S3BlobStore(BlobStore):
         return self._object_size(self.staging_key(upload_key))
 
     def promote_staging(self, upload_key: str, blob_hash: str, *,
-                        also_hash: Callable[[bytes], object] | None = None) -> None:
+                        keep_bytes: bool = False) -> KeptBytes | None:
         staging = self.staging_key(upload_key)
         target = self.blob_key(blob_hash)
         with _translate_errors():
@@ -165,7 +166,9 @@ class S3BlobStore(BlobStore):
                 if _is_missing(exc):
                     raise BlobNotFound(f"no staging object {upload_key}") from None
                 raise
-            actual = sha256_of_pieces(response["Body"].iter_chunks(READ_PIECE_BYTES), also_hash)
+            pieces: list[bytes] = []
+            actual = sha256_of_pieces(response["Body"].iter_chunks(READ_PIECE_BYTES),
+                                      pieces.append if keep_bytes else None)
             if actual != blob_hash:
                 self._client.delete_object(Bucket=self.bucket, Key=staging)
                 raise BlobHashMismatch(f"staged bytes hash to {actual}, not {blob_hash}")
@@ -177,6 +180,7 @@ class S3BlobStore(BlobStore):
                     CopySource={"Bucket": self.bucket, "Key": staging},
                     CopySourceIfMatch=response["ETag"],
                 )
+        return KeptBytes(pieces) if keep_bytes else None
 
     def delete_staging(self, upload_key: str) -> None:
         with _translate_errors():

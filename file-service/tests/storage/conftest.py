@@ -1,3 +1,4 @@
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,7 +55,11 @@ def _local_backend(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    return Backend("local", store, lambda key, data: write_raw(f"staging/{key}", data), write_raw)
+    def write_staging(key, data):  # as the gateway's dav PUT: a new file renamed into place
+        write_raw(f"staging-tmp/{key}", data)
+        os.replace(data_dir / "staging-tmp" / key, data_dir / "staging" / key)
+
+    return Backend("local", store, write_staging, write_raw)
 
 
 def _s3_backend(client):

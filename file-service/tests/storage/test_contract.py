@@ -246,22 +246,36 @@ def test_staged_bytes_can_be_sized_read_and_promoted_to_a_blob(backend):
     assert list(store.iter_staging()) == []
 
 
-def test_promote_gives_also_hash_the_staged_bytes_in_order(backend):
+def test_promote_keeps_the_bytes_it_verified_until_they_are_released(backend):
     data = bytes(range(256)) * (3 * MIB // 256) + b"tail"
     backend.write_staging(UPLOAD_KEY, data)
-    seen = hashlib.sha256()
 
-    backend.store.promote_staging(UPLOAD_KEY, sha256_hex(data), also_hash=seen.update)
+    kept = backend.store.promote_staging(UPLOAD_KEY, sha256_hex(data), keep_bytes=True)
+    backend.write_staging(UPLOAD_KEY, b"x" * len(data))  # a PUT to the same URL meanwhile
 
-    assert seen.hexdigest() == sha256_hex(data)
+    assert b"".join(bytes(piece) for piece in kept.pieces) == data
+    kept.release()
+    kept.release()
+    assert kept.pieces == []
     assert read(backend.store.open(sha256_hex(data))) == data
+
+
+def test_promote_keeps_nothing_unless_asked_or_when_the_bytes_are_wrong(backend):
+    backend.write_staging(UPLOAD_KEY, HELLO)
+    assert backend.store.promote_staging(UPLOAD_KEY, HELLO_HASH) is None
+
+    backend.write_staging(OTHER_KEY, b"not hello")
+    with pytest.raises(BlobHashMismatch):
+        backend.store.promote_staging(OTHER_KEY, sha256_hex(b"hello?"), keep_bytes=True)
 
 
 def test_promote_of_an_empty_staged_chunk_stores_the_empty_blob(backend):
     backend.write_staging(UPLOAD_KEY, b"")
 
-    backend.store.promote_staging(UPLOAD_KEY, EMPTY_HASH)
+    kept = backend.store.promote_staging(UPLOAD_KEY, EMPTY_HASH, keep_bytes=True)
 
+    assert b"".join(kept.pieces) == b""
+    kept.release()
     assert backend.store.size(EMPTY_HASH) == 0
 
 

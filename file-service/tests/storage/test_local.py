@@ -9,6 +9,7 @@ import pytest
 
 from files_testing import gateway_accepts
 from satchel_files.storage import (
+    BlobHashMismatch,
     BlobNotFound,
     LocalBlobStore,
     MemoryBlobStore,
@@ -252,18 +253,81 @@ def test_a_put_to_the_same_url_during_a_promote_never_changes_the_stored_bytes(l
     local_store.check()
     staging = local_store.data_dir / "staging" / UPLOAD_KEY
     staging.write_bytes(HELLO)
-    real_sha256_of = local._sha256_of
+    real_mapped_file = local._MappedFile
 
-    def sha256_while_a_put_lands(file, also_hash=None):
+    def map_while_a_put_lands(path):
         replacement = staging.with_name("put.tmp")
         replacement.write_bytes(b"evil bytes, same length?")
         os.replace(replacement, staging)
-        return real_sha256_of(file, also_hash)
+        return real_mapped_file(path)
 
-    monkeypatch.setattr(local, "_sha256_of", sha256_while_a_put_lands)
+    monkeypatch.setattr(local, "_MappedFile", map_while_a_put_lands)
     local_store.promote_staging(UPLOAD_KEY, HELLO_HASH)
 
     assert local_store.blob_path(HELLO_HASH).read_bytes() == HELLO
+
+
+def _mapped_from(data_dir) -> list[str]:
+    with open("/proc/self/maps") as maps:
+        return [line for line in maps if str(data_dir) in line]
+
+
+def _open_under(data_dir) -> list[str]:
+    fds = [os.path.join("/proc/self/fd", fd) for fd in os.listdir("/proc/self/fd")]
+    return [target for target in (_readlink(fd) for fd in fds) if str(data_dir) in target]
+
+
+def _readlink(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
+def test_kept_bytes_are_the_mapped_file_until_released_then_its_pages_are_dropped(local_store,
+                                                                                   monkeypatch):
+    """Dropping a file's pages while it is mapped does nothing: the advice comes after."""
+    local_store.check()
+    data = os.urandom(3 * mmap.PAGESIZE + 5)
+    (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(data)
+    advised = []
+    real_fadvise = os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: (
+        advised.append((advice, _mapped_from(local_store.data_dir))),
+        real_fadvise(fd, offset, length, advice))[1])
+
+    kept = local_store.promote_staging(UPLOAD_KEY, hashlib.sha256(data).hexdigest(),
+                                       keep_bytes=True)
+
+    assert [bytes(piece) for piece in kept.pieces] == [data]
+    assert len(_mapped_from(local_store.data_dir)) == 1 and advised == []
+    kept.release()
+    assert _mapped_from(local_store.data_dir) == [] and _open_under(local_store.data_dir) == []
+    assert advised == [(os.POSIX_FADV_DONTNEED, [])]
+
+
+@pytest.mark.parametrize("keep_bytes", [False, True])
+def test_a_promote_that_fails_or_keeps_nothing_leaves_nothing_mapped_or_open(local_store,
+                                                                            monkeypatch,
+                                                                            keep_bytes):
+    local_store.check()
+    staging = local_store.data_dir / "staging"
+    (staging / UPLOAD_KEY).write_bytes(HELLO)
+    (staging / "upload_wrong-bytes-0000").write_bytes(b"not hello")
+    (staging / "upload_unpublished-0000").write_bytes(HELLO)
+
+    assert local_store.promote_staging(UPLOAD_KEY, HELLO_HASH) is None
+    with pytest.raises(BlobHashMismatch):
+        local_store.promote_staging("upload_wrong-bytes-0000", HELLO_HASH, keep_bytes=keep_bytes)
+    local_store.delete(HELLO_HASH)
+    def failing_publish(*args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(local_store, "_publish", failing_publish)
+    with pytest.raises(OSError):
+        local_store.promote_staging("upload_unpublished-0000", HELLO_HASH, keep_bytes=keep_bytes)
+
+    assert _mapped_from(local_store.data_dir) == [] and _open_under(local_store.data_dir) == []
 
 
 def test_a_second_put_leaves_the_existing_file_untouched(local_store):
