@@ -306,6 +306,30 @@ def test_kept_bytes_are_the_mapped_file_until_released_then_its_pages_are_droppe
     assert advised == [(os.POSIX_FADV_DONTNEED, [])]
 
 
+def test_a_promote_starts_the_chunks_writeback_before_it_hashes_and_works_without_it(
+        local_store, monkeypatch):
+    from satchel_files.storage import local
+    local_store.check()
+    calls = []
+    real_sha256, real_fsync = local.hashlib.sha256, os.fsync
+    monkeypatch.setattr(local, "_sync_file_range", lambda fd: calls.append(("writeback", fd)))
+    monkeypatch.setattr(local.hashlib, "sha256", lambda data=b"": (
+        calls.append(("hash", None)), real_sha256(data))[1])
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", fd)), real_fsync(fd))[1])
+    (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(HELLO)
+
+    local_store.promote_staging(UPLOAD_KEY, HELLO_HASH)
+
+    (_, chunk_fd), _, (_, synced_fd) = calls[:3]
+    assert [name for name, _ in calls[:3]] == ["writeback", "hash", "fsync"]
+    assert chunk_fd == synced_fd
+
+    monkeypatch.setattr(local, "_sync_file_range", None)  # a kernel without sync_file_range
+    (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(b"other bytes")
+    local_store.promote_staging(UPLOAD_KEY, hashlib.sha256(b"other bytes").hexdigest())
+    assert b"".join(local_store.open(hashlib.sha256(b"other bytes").hexdigest())) == b"other bytes"
+
+
 @pytest.mark.parametrize("keep_bytes", [False, True])
 def test_a_promote_that_fails_or_keeps_nothing_leaves_nothing_mapped_or_open(local_store,
                                                                             monkeypatch,
