@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from .context import TIMEOUT, BenchContext, UploadOutcome, check_status, log, settle_disk
+from .context import TIMEOUT, BenchContext, UploadOutcome, check_status, log, settle
 from .payload import MIB, Payload, StreamingBody, file_sha256, generate, multipart_body
 from .registry import BenchError, benchmark, info_row, limit_row, throughput_row
 from .rss import CpuMeter, RssSampler, memory_kib, single_worker
@@ -69,7 +69,7 @@ def raw_put(ctx: BenchContext) -> dict:
     for attempt in range(RAW_BEST_OF):
         name = f"put-{attempt}.bin"
         target = raw.www / "put" / name
-        settle_disk()
+        settle(payload.size)
         with CpuMeter({"nginx": raw.popen.pid}) as meter:
             response, seconds = _send("PUT", f"{raw.base_url}/put/{name}",
                                       StreamingBody(payload.path, payload.size), None,
@@ -155,7 +155,7 @@ def satchel_upload(ctx: BenchContext) -> UploadOutcome:
                         "warm-up upload")
     _check_upload_response(response, warm)
 
-    settle_disk()
+    settle(payload.size)
     time.sleep(0.2)
     before = memory_kib(worker)
     body, content_type = multipart_body(payload)

@@ -22,8 +22,8 @@ from pathlib import Path
 import requests
 
 from .benchmarks import RAW_BEST_OF, raw_put, sha256_ceiling
-from .context import TIMEOUT, BenchContext, check_status, log, register_user, settle_disk
-from .payload import MIB, Payload, generate
+from .context import TIMEOUT, BenchContext, check_status, log, register_user, settle
+from .payload import MIB, Payload, StreamingBody, generate
 from .registry import BenchError, Row, benchmark, limit_row, throughput_row
 from .rss import CpuMeter
 
@@ -72,7 +72,7 @@ class ChunkedClient:
                 "hash": payload.sha256, "mime_type": "application/octet-stream", "chunks": chunks}
 
     def upload(self, payload: Payload, declared: dict) -> ChunkedOutcome:
-        settle_disk()
+        settle(payload.size)
         with CpuMeter(self.ctx.stack_pids()) as meter:
             started = time.perf_counter()
             response = self._session().post(f"{self.base_url}/api/v1/files", json=declared,
@@ -96,19 +96,19 @@ class ChunkedClient:
         (the last PATCH's answer, PATCHes sent). A failed PUT reaches the reporter through
         its future; the PUTs not started yet are then cancelled."""
         landed: queue.SimpleQueue[Future] = queue.SimpleQueue()
-        fd = os.open(payload.path, os.O_RDONLY)
         pool = ThreadPoolExecutor(PARALLEL_PUTS)
         try:
             for chunk in pending:
-                pool.submit(self._put, fd, chunk).add_done_callback(landed.put)
+                pool.submit(self._put, payload, chunk).add_done_callback(landed.put)
             return self._report_landed(user_file_id, landed, len(pending))
         finally:
             pool.shutdown(cancel_futures=True)
-            os.close(fd)
 
-    def _put(self, fd: int, chunk: dict) -> int:
-        data = os.pread(fd, chunk["size_bytes"], chunk["index"] * self.chunk_size)
-        put = self._session().put(chunk["upload_url"], data=data, timeout=TIMEOUT)
+    def _put(self, payload: Payload, chunk: dict) -> int:
+        """Stream one chunk from the file, as the raw PUT streams the whole of it."""
+        body = StreamingBody(payload.path, chunk["size_bytes"],
+                             offset=chunk["index"] * self.chunk_size)
+        put = self._session().put(chunk["upload_url"], data=body, timeout=TIMEOUT)
         check_status(put, 200, 201, 204, what=f"PUT chunk {chunk['index']}")
         return chunk["index"]
 

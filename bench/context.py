@@ -1,6 +1,7 @@
 """Resources shared by the benchmarks, each created on first use and torn down by close()."""
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import sys
@@ -24,11 +25,24 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def settle_disk(timeout_seconds: float = 30) -> None:
-    """sync(2) before a timed transfer so earlier dirty pages are not written back during it."""
+def settle(size_bytes: int, timeout_seconds: float = 30) -> None:
+    """Before a timed transfer of `size_bytes`, raw or through Satchel alike:
+    - sync(2), so earlier dirty pages are not written back during it;
+    - touch twice that much new memory and free it. This VM's balloon driver hands memory that
+      stays free for a couple of seconds back to the host, which then charges 0.5-1 s per GiB
+      when it is next touched (1 GiB: 0.8 s at once, 1.3 s after 3 s, 2.0 s after 6 s); a
+      transfer that starts right after this finds memory as warm as any other, instead of as
+      warm as whatever ran before it left it."""
     worker = threading.Thread(target=os.sync, daemon=True)
     worker.start()
     worker.join(timeout_seconds)
+    warm = mmap.mmap(-1, 2 * size_bytes)
+    try:
+        zeros = bytes(MIB)
+        for offset in range(0, len(warm) - MIB + 1, MIB):  # bounded by the size
+            warm[offset:offset + MIB] = zeros
+    finally:
+        warm.close()
 
 
 def check_status(response: requests.Response, *expected: int, what: str) -> None:

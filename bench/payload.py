@@ -45,11 +45,13 @@ def generate(path: Path, size: int) -> Payload:
 
 
 class StreamingBody:
-    """prefix bytes + a file's bytes (read in PIECE pieces) + suffix bytes, with a known length."""
+    """prefix bytes + `size` bytes of a file from `offset` (read in PIECE pieces) + suffix bytes,
+    with a known length."""
 
     def __init__(self, path: Path, size: int, prefix: bytes = b"", suffix: bytes = b"",
-                 piece: int = PIECE):
+                 piece: int = PIECE, offset: int = 0):
         self.path, self.size, self.prefix, self.suffix, self.piece = path, size, prefix, suffix, piece
+        self.offset = offset
         self.sent = 0
 
     def __len__(self) -> int:
@@ -61,10 +63,11 @@ class StreamingBody:
             yield self.prefix
         remaining = self.size
         with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
             while remaining > 0:
                 block = handle.read(min(self.piece, remaining))
                 if not block:
-                    raise BenchError(f"{self.path} is shorter than {self.size} bytes")
+                    raise BenchError(f"{self.path} is shorter than {self.offset + self.size} bytes")
                 remaining -= len(block)
                 self.sent += len(block)
                 yield block
