@@ -756,10 +756,16 @@ def test_a_corrupted_or_unknown_stored_digest_falls_back_to_hashing_the_chunks(
     assert done["status"] == "available" and done["hash"] == sha(data)
 
 
-def test_without_a_resumable_sha256_completion_hashes_every_chunk(chunked, monkeypatch, db,
-                                                                  store_reads):
+def test_without_a_resumable_sha256_completion_hashes_every_chunk(app, chunked, monkeypatch, db,
+                                                                  store, store_reads):
+    """...and the checks keep no bytes, so they hold none of the upload buffer budget."""
     from satchel_files import resumable_sha256
     monkeypatch.setattr(resumable_sha256, "AVAILABLE", False)
+    buffers, kept_asked, real_promote = app.extensions["satchel.files"].buffers, [], \
+        store.promote_staging
+    monkeypatch.setattr(store, "promote_staging", lambda *args, keep_bytes=False: (
+        kept_asked.append((keep_bytes, buffers.in_use_bytes)),
+        real_promote(*args, keep_bytes=keep_bytes))[1])
     data = os.urandom(3 * CHUNK)
     user_file_id = registered_and_put(chunked, data)
     for index in range(3):
@@ -767,6 +773,7 @@ def test_without_a_resumable_sha256_completion_hashes_every_chunk(chunked, monke
     assert result["status"] == "available" and result["hash"] == sha(data)
     assert stored_digest_of(db, user_file_id) is None
     assert sum(store_reads.values()) >= len(data)
+    assert kept_asked == [(False, 0)] * 3 and buffers.in_use_bytes == 0
 
 
 def test_a_file_repeating_a_chunk_keeps_exact_counts_to_completion_and_abort(

@@ -581,10 +581,12 @@ class _BatchCheck:
                                                                          wait=wait)
 
     def _let_go(self, chunk: dict, kept: KeptBytes | None) -> None:
-        if kept is not None:
-            kept.release()
-        if self.digest is not None:
-            self.service.files.buffers.give_back(chunk["size_bytes"])
+        try:
+            if kept is not None:
+                kept.release()
+        finally:
+            if self.digest is not None:
+                self.service.files.buffers.give_back(chunk["size_bytes"])
 
     def _take(self, chunk: dict, promoting: Future) -> None:
         kept = None
@@ -592,6 +594,10 @@ class _BatchCheck:
             why_not, kept = promoting.result()
             self._settle(chunk, why_not, kept)
         finally:
+            if kept is None:  # result() may not have returned: the check may still be running
+                promoting.cancel()
+                wait([promoting])
+                kept = _kept_by(promoting)
             self._let_go(chunk, kept)
 
     def _settle(self, chunk: dict, why_not: str | None, kept: KeptBytes | None) -> None:

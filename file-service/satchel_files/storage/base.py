@@ -111,13 +111,13 @@ def ensure_hash_matches(blob_hash: str, data: bytes, *, verified: bool = False) 
 
 
 def sha256_of_pieces(pieces: Iterable[bytes],
-                     also_hash: Callable[[bytes], object] | None = None) -> str:
-    """The hex SHA-256 of the pieces joined; `also_hash` is given each piece, in order."""
+                     each_piece: Callable[[bytes], object] | None = None) -> str:
+    """The hex SHA-256 of the pieces joined; `each_piece` is given each piece, in order."""
     digest = hashlib.sha256()
     for piece in pieces:
         digest.update(piece)
-        if also_hash is not None:
-            also_hash(piece)
+        if each_piece is not None:
+            each_piece(piece)
     return digest.hexdigest()
 
 

@@ -98,15 +98,16 @@ class LocalBlobStore(SignsOwnUrls, BlobStore):
         # Hard-link the staging file's inode first: a later PUT to the same URL replaces the
         # staging name with a new file (the gateway writes a temp file and renames it), so the
         # bytes verified and stored are the linked ones, whatever arrives meanwhile.
-        with self._temp_file("promote-") as (tmp_file, tmp_path):
-            tmp_file.close()
-            os.unlink(tmp_path)
-            try:
-                _link_or_move(staging, tmp_path)
-            except FileNotFoundError:
-                raise BlobNotFound(f"no staging object {upload_key}") from None
-            taken = _MappedFile(tmp_path)
-            try:
+        taken = None
+        try:
+            with self._temp_file("promote-") as (tmp_file, tmp_path):
+                tmp_file.close()
+                os.unlink(tmp_path)
+                try:
+                    _link_or_move(staging, tmp_path)
+                except FileNotFoundError:
+                    raise BlobNotFound(f"no staging object {upload_key}") from None
+                taken = _MappedFile(tmp_path)
                 _start_writeback(taken.fd)  # the disk writes while we hash; fsync waits less
                 actual = hashlib.sha256(taken.view).hexdigest()
                 if actual != blob_hash:
@@ -115,9 +116,10 @@ class LocalBlobStore(SignsOwnUrls, BlobStore):
                 os.fsync(taken.fd)
                 if not target.is_file():
                     self._publish(tmp_path, target)
-            except BaseException:
+        except BaseException:  # the temp file's removal included
+            if taken is not None:
                 taken.release()
-                raise
+            raise
         if keep_bytes:
             return KeptBytes([taken.view] if taken.view.nbytes else [], taken.release)
         taken.release()
@@ -282,6 +284,10 @@ class _MappedFile:
     the page cache's own (a verified chunk read into new memory cost 0.5 CPU-s per GiB on the
     bench VM, mapped 0.03). Nothing truncates a file mapped here (the gateway writes a new file
     and renames it; a blob is never rewritten), so the mapping cannot be cut short.
+    The price: a page the kernel cannot read (a disk error; a DATA_DIR on a network
+    filesystem that fails) is a SIGBUS that ends the worker and the requests it was serving,
+    where a read() would have failed one request. The chunk was just written and is normally
+    still in the page cache.
 
     The mapping is private and writable (mmap.ACCESS_COPY) only so that ctypes can hand its
     address to libcrypto (resumable_sha256); nothing writes to it, so no page is ever copied."""
@@ -297,18 +303,21 @@ class _MappedFile:
         self.view = memoryview(self._map if self._map is not None else b"")
 
     def release(self) -> None:
-        """Unmap and close; then let the kernel drop the pages (see _drop_cached)."""
-        if self.fd < 0:
+        """Unmap and close, whatever fails; then let the kernel drop the pages (_drop_cached)."""
+        fd, self.fd = self.fd, -1
+        if fd < 0:
             return
-        self.view.release()
-        if self._map is not None:
-            try:
+        try:
+            self.view.release()
+            if self._map is not None:
                 self._map.close()
-            except BufferError:  # a view of it is still held: unmapped when that goes
-                log.warning("a mapped chunk was still in use when released")
-        _drop_cached(self.fd)
-        os.close(self.fd)
-        self.fd = -1
+        except BufferError:  # a view of it is still held: unmapped when that goes
+            log.warning("a mapped chunk was still in use when released")
+        finally:
+            try:
+                _drop_cached(fd)
+            finally:
+                os.close(fd)
 
 
 def blob_files(files_dir: Path) -> Iterator[tuple[os.DirEntry, os.stat_result]]:
@@ -374,9 +383,9 @@ def _start_writeback(fd: int) -> None:
 
 
 def _drop_cached(fd: int) -> None:
-    """Let the kernel drop a durable file's pages from the page cache now. The chunks of a
-    chunked upload are read once, to be verified, and then not for a while; without this they
-    fill memory that the next chunks arriving must take from elsewhere (multipart uploads
+    """Let the kernel drop a durable, unmapped file's pages from the page cache now (pages
+    still mapped stay). The chunks of a chunked upload are read once, to be verified, and then
+    not for a while; without this they fill memory that the next chunks arriving must take from elsewhere (multipart uploads
     write with O_DIRECT and leave none). Measured on the bench VM, 1 GiB in 128 chunks: 2.1-2.5
     s and the gateway 1.1-1.4 CPU-s with it, 2.7-3.3 s and 2.2-2.6 CPU-s without."""
     with contextlib.suppress(OSError):  # only advice; some filesystems ignore it

@@ -3,6 +3,7 @@
 import hashlib
 import mmap
 import os
+import tracemalloc
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
@@ -21,6 +22,7 @@ from satchel_files.storage import (
 
 PUBLIC_BASE_URL = "http://gateway.test:8080"
 URL_SECRET = b"test-url-secret-0123456789abcdef"
+MIB = 1 << 20
 HELLO = b"hello world"
 HELLO_HASH = hashlib.sha256(HELLO).hexdigest()
 OTHER_HASH = hashlib.sha256(b"other").hexdigest()
@@ -312,6 +314,7 @@ def test_a_promote_starts_the_chunks_writeback_before_it_hashes_and_works_withou
     local_store.check()
     calls = []
     real_sha256, real_fsync = local.hashlib.sha256, os.fsync
+    real_sync_file_range = local._sync_file_range
     monkeypatch.setattr(local, "_sync_file_range", lambda fd: calls.append(("writeback", fd)))
     monkeypatch.setattr(local.hashlib, "sha256", lambda data=b"": (
         calls.append(("hash", None)), real_sha256(data))[1])
@@ -321,6 +324,9 @@ def test_a_promote_starts_the_chunks_writeback_before_it_hashes_and_works_withou
     local_store.promote_staging(UPLOAD_KEY, HELLO_HASH)
 
     (_, chunk_fd), _, (_, synced_fd) = calls[:3]
+    if real_sync_file_range is not None:  # the real call is accepted by this kernel
+        with open(local_store.blob_path(HELLO_HASH), "rb") as blob:
+            assert real_sync_file_range(blob.fileno()) == 0
     assert [name for name, _ in calls[:3]] == ["writeback", "hash", "fsync"]
     assert chunk_fd == synced_fd
 
@@ -328,6 +334,26 @@ def test_a_promote_starts_the_chunks_writeback_before_it_hashes_and_works_withou
     (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(b"other bytes")
     local_store.promote_staging(UPLOAD_KEY, hashlib.sha256(b"other bytes").hexdigest())
     assert b"".join(local_store.open(hashlib.sha256(b"other bytes").hexdigest())) == b"other bytes"
+
+
+def test_the_whole_file_digest_hashes_kept_bytes_where_they_are_without_a_copy(local_store):
+    from satchel_files.resumable_sha256 import ResumableSha256
+    local_store.check()
+    data = os.urandom(4 * MIB)
+    (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(data)
+    kept = local_store.promote_staging(UPLOAD_KEY, hashlib.sha256(data).hexdigest(),
+                                       keep_bytes=True)
+    digest = ResumableSha256()
+    tracemalloc.start()
+    try:
+        for piece in kept.pieces:
+            digest.update(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        kept.release()
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert peak < MIB
 
 
 @pytest.mark.parametrize("keep_bytes", [False, True])
@@ -350,6 +376,24 @@ def test_a_promote_that_fails_or_keeps_nothing_leaves_nothing_mapped_or_open(loc
     monkeypatch.setattr(local_store, "_publish", failing_publish)
     with pytest.raises(OSError):
         local_store.promote_staging("upload_unpublished-0000", HELLO_HASH, keep_bytes=keep_bytes)
+
+    assert _mapped_from(local_store.data_dir) == [] and _open_under(local_store.data_dir) == []
+
+
+def test_a_promote_whose_temp_file_cannot_be_removed_leaves_nothing_mapped_or_open(
+        local_store, monkeypatch):
+    local_store.check()
+    (local_store.data_dir / "staging" / UPLOAD_KEY).write_bytes(HELLO)
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if "promote-" in str(path) and os.path.exists(path) and os.stat(path).st_nlink > 1:
+            raise PermissionError(13, "Permission denied")  # the cleanup, once it is the blob
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    with pytest.raises(PermissionError):
+        local_store.promote_staging(UPLOAD_KEY, HELLO_HASH, keep_bytes=True)
 
     assert _mapped_from(local_store.data_dir) == [] and _open_under(local_store.data_dir) == []
 
