@@ -8,6 +8,7 @@ All state lives under `var_dir`, so a restart finds its users, keys and files ag
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -68,6 +69,11 @@ class StackConfig(Serving):
         for env, port in (("GATEWAY_PORT", self.gateway_port), ("MONGO_PORT", self.mongo_port)):
             if not 1 <= port <= 65535:
                 problems.append(f"{env} must be between 1 and 65535, got {port}")
+        if not re.fullmatch(r"[1-9][0-9]*r/[sm]", self.auth_rate_limit):  # nginx's own syntax
+            problems.append(f"AUTH_RATE_LIMIT must be requests per second or minute, like "
+                            f"60r/m, got {self.auth_rate_limit!r}")
+        if self.auth_rate_burst < 0:
+            problems.append(f"AUTH_RATE_BURST must not be negative, got {self.auth_rate_burst}")
         return problems
 
     @property

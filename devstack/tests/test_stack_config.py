@@ -47,12 +47,13 @@ def test_the_services_ports_workers_and_threads_are_the_images_own_declarations(
 
 @pytest.mark.parametrize("environ, message", [
     ({"GATEWAY_PORT": "abc"}, "GATEWAY_PORT: expected a whole number, got 'abc'"),
-    ({"AUTH_PORT": "0"}, "AUTH_PORT must be between 1 and 65535, got 0"),
     ({"MONGO_PORT": "70000"}, "MONGO_PORT must be between 1 and 65535, got 70000"),
-    ({"FILE_WORKERS": "0"}, "FILE_WORKERS must be at least 1, got 0"),
-    ({"FILE_THREADS": "1"}, "FILE_THREADS must be at least 2"),
+    ({"AUTH_RATE_BURST": "-1"}, "AUTH_RATE_BURST must not be negative, got -1"),
+    ({"AUTH_RATE_LIMIT": "60/m"}, "AUTH_RATE_LIMIT must be requests per second or minute"),
+    ({"AUTH_RATE_LIMIT": "0r/s"}, "AUTH_RATE_LIMIT must be requests per second or minute"),
 ])
-def test_a_bad_value_fails_naming_its_variable(tmp_path, environ, message):
+def test_a_bad_value_of_its_own_fails_naming_its_variable(tmp_path, environ, message):
+    """The services' settings it inherits are checked by satchel_shared's own tests."""
     with pytest.raises(ConfigError, match=message):
         StackConfig.from_env(tmp_path, environ)
 

@@ -59,8 +59,7 @@ def test_no_known_service_is_a_usage_error(execs, capsys, argv, environ):
     assert "usage: python -m satchel_shared.serve" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("environ, message", [
-    ({"FILE_THREADS": "1"}, "FILE_THREADS must be at least 2"),
+@pytest.mark.parametrize("environ, message", [  # FILE_THREADS: test_config (FileThreads)
     ({"AUTH_PORT": "0"}, "AUTH_PORT must be between 1 and 65535, got 0"),
     ({"FILE_WORKERS": "0"}, "FILE_WORKERS must be at least 1, got 0"),
     ({"AUTH_WORKERS": "two"}, "AUTH_WORKERS: expected a whole number, got 'two'"),
