@@ -14,6 +14,7 @@ import requests
 
 from satchel_devstack.stack import Stack, StackConfig, free_port
 
+from .machine import mem_available_bytes
 from .payload import MIB, Payload, generate
 from .rawnginx import RawNginx
 from .registry import BenchError
@@ -25,13 +26,14 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-WARM_MAX_BYTES = 4 << 30  # settle() never touches more than this (the machine has 24 GiB)
+WARM_MAX_BYTES = 4 << 30  # settle() never touches more than this, nor a quarter of MemAvailable
 
 
 def settle(size_bytes: int, timeout_seconds: float = 30) -> None:
     """Before a timed transfer of `size_bytes`, raw or through Satchel alike:
     - sync(2), so earlier dirty pages are not written back during it;
-    - touch twice that much new memory (at most WARM_MAX_BYTES) and free it. This VM's balloon driver hands memory that
+    - touch twice that much new memory (at most WARM_MAX_BYTES or a quarter of what is
+      available) and free it. This VM's balloon driver hands memory that
       stays free for a couple of seconds back to the host, which then charges 0.5-1 s per GiB
       when it is next touched (1 GiB: 0.8 s at once, 1.3 s after 3 s, 2.0 s after 6 s); a
       transfer that starts right after this finds memory as warm as any other, instead of as
@@ -39,7 +41,9 @@ def settle(size_bytes: int, timeout_seconds: float = 30) -> None:
     worker = threading.Thread(target=os.sync, daemon=True)
     worker.start()
     worker.join(timeout_seconds)
-    warm_bytes = min(2 * size_bytes, WARM_MAX_BYTES) // MIB * MIB
+    available = mem_available_bytes()
+    warm_bytes = min(2 * size_bytes, WARM_MAX_BYTES,
+                     WARM_MAX_BYTES if available is None else available // 4) // MIB * MIB
     if not warm_bytes:
         return
     warm = mmap.mmap(-1, warm_bytes)

@@ -30,14 +30,24 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def mem_total_gib() -> float | None:
+def _meminfo_kib(field: str) -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / (1 << 20)
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
     except OSError:
         pass
     return None
+
+
+def mem_total_gib() -> float | None:
+    kib = _meminfo_kib("MemTotal")
+    return None if kib is None else kib / (1 << 20)
+
+
+def mem_available_bytes() -> int | None:
+    kib = _meminfo_kib("MemAvailable")
+    return None if kib is None else kib * 1024
 
 
 def filesystem(path: Path) -> str:

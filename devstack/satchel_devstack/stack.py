@@ -61,14 +61,10 @@ class StackConfig(Serving):
     @property
     def ports(self) -> dict[str, int]:
         """Each port by the variable that sets it."""
-        return {"GATEWAY_PORT": self.gateway_port, "AUTH_PORT": self.auth_port,
-                "FILE_PORT": self.file_port, "MONGO_PORT": self.mongo_port}
+        return {"GATEWAY_PORT": self.gateway_port, **super().ports, "MONGO_PORT": self.mongo_port}
 
     def problems(self) -> list[str]:
-        problems = super().problems()  # AUTH_PORT, FILE_PORT: Serving's
-        for env, port in (("GATEWAY_PORT", self.gateway_port), ("MONGO_PORT", self.mongo_port)):
-            if not 1 <= port <= 65535:
-                problems.append(f"{env} must be between 1 and 65535, got {port}")
+        problems = super().problems()  # every port of `ports` included
         if not re.fullmatch(r"[1-9][0-9]*r/[sm]", self.auth_rate_limit):  # nginx's own syntax
             problems.append(f"AUTH_RATE_LIMIT must be requests per second or minute, like "
                             f"60r/m, got {self.auth_rate_limit!r}")

@@ -13,7 +13,6 @@ its gunicorn), so that a variable means the same thing, default and checks inclu
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import types
 import typing
@@ -21,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 REQUIRED: Any = dataclasses.MISSING
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")  # what LOG_LEVEL accepts
 
 C = TypeVar("C")
 
@@ -147,8 +147,8 @@ class ServiceConfig(Settings):
 
     def problems(self) -> list[str]:
         problems = super().problems()
-        if self.log_level.upper() not in logging.getLevelNamesMapping():
-            problems.append("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+        if self.log_level.upper() not in LOG_LEVELS:
+            problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, "
                             f"got {self.log_level!r}")
         if self.trusted_proxy_count < 0:
             problems.append("TRUSTED_PROXY_COUNT must not be negative")

@@ -43,9 +43,14 @@ class Serving(FileThreads):
     auth_workers: int = setting("AUTH_WORKERS", 2, help="gunicorn workers")
     file_workers: int = setting("FILE_WORKERS", 2, help="gunicorn workers")
 
+    @property
+    def ports(self) -> dict[str, int]:
+        """Each port by the variable that sets it (a subclass adds its own)."""
+        return {"AUTH_PORT": self.auth_port, "FILE_PORT": self.file_port}
+
     def problems(self) -> list[str]:
         problems = super().problems()
-        for env, port in (("AUTH_PORT", self.auth_port), ("FILE_PORT", self.file_port)):
+        for env, port in self.ports.items():
             if not 1 <= port <= 65535:
                 problems.append(f"{env} must be between 1 and 65535, got {port}")
         for env, workers in (("AUTH_WORKERS", self.auth_workers),

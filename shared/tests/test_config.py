@@ -115,6 +115,7 @@ def test_the_mongo_uri_is_a_secret():
 @pytest.mark.parametrize("environ, message", [
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud'"),
     ({"LOG_LEVEL": ""}, "LOG_LEVEL must be one of"),
+    ({"LOG_LEVEL": "notset"}, "LOG_LEVEL must be one of"),  # logging knows it; the README not
     ({"TRUSTED_PROXY_COUNT": "-1"}, "TRUSTED_PROXY_COUNT must not be negative"),
     ({"TRUSTED_PROXY_COUNT": "one"}, "TRUSTED_PROXY_COUNT: expected a whole number, got 'one'"),
     ({"FILE_THREADS": "1"}, "FILE_THREADS must be at least 2"),
