@@ -19,6 +19,7 @@ from .payload import MIB, Payload, generate
 from .rawnginx import RawNginx
 from .registry import BenchError
 
+BENCH_TOKEN_TTL_SECONDS = 12 * 3600  # access tokens of the bench stack: longer than any run
 TIMEOUT = (10, 600)  # (connect, per-read) seconds for every bench request
 
 
@@ -114,8 +115,7 @@ class BenchContext:
         self._payload: Payload | None = None
         self._raw: RawNginx | None = None
         self._stack: Stack | None = None
-        self._token: tuple[dict[str, str], float] | None = None
-        self._credentials: tuple[str, str] | None = None
+        self._token: dict[str, str] | None = None
         self._stack_error: str | None = None
 
     # --- payload ----------------------------------------------------------------------------
@@ -153,7 +153,9 @@ class BenchContext:
                 gateway_port=free_port(), auth_port=free_port(), file_port=free_port(),
                 mongo_port=free_port(), file_workers=1, client_max_body_size="0",
                 service_env={"BCRYPT_ROUNDS": "4", "MAX_UPLOAD_BYTES": str(limit),
-                             "USER_QUOTA_BYTES": str(2 * limit)},
+                             "USER_QUOTA_BYTES": str(2 * limit),
+                             # every bench user's token outlives the whole run
+                             "ACCESS_TOKEN_TTL_SECONDS": str(BENCH_TOKEN_TTL_SECONDS)},
             )
             log(f"starting the Satchel stack (FILE_WORKERS=1) at {config.base_url}")
             stack = Stack(config)
@@ -181,12 +183,10 @@ class BenchContext:
         raise BenchError(f"no {name} process in the stack")
 
     def auth_headers(self) -> dict[str, str]:
-        """A bearer token for the bench user (registered on first use, re-login after 4 min)."""
-        if self._token is None or time.monotonic() - self._token[1] > 240:
-            if self._credentials is None:
-                self._credentials = new_credentials(self.base_url, "upload")
-            self._token = (login(self.base_url, *self._credentials), time.monotonic())
-        return self._token[0]
+        """A bearer token for the bench user (registered on first use)."""
+        if self._token is None:
+            self._token = login(self.base_url, *new_credentials(self.base_url, "upload"))
+        return self._token
 
     def stack_pids(self) -> dict[str, int]:
         """The stack's top-level processes (gunicorn masters, nginx master, nx-27017) by name."""
