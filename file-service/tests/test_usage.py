@@ -165,6 +165,21 @@ def test_fsck_repair_during_a_delete_never_leaves_the_count_too_low(
     assert usage(db) == total(db) == 50
 
 
+def test_a_delete_that_fails_after_removing_the_file_still_gives_its_room_back(
+        app, client, token_for, upload, db, monkeypatch):
+    user_file_id = upload("alice", ("a.bin", os.urandom(100))).get_json()[0]["user_file_id"]
+    refcounts = app.extensions["satchel.files"].refcounts
+
+    def release_fails(file_object_id):
+        raise AutoReconnect("connection closed")
+
+    monkeypatch.setattr(refcounts, "release_file_object", release_fails)
+    response = client.delete(f"/api/v1/files/{user_file_id}", headers=token_for("alice"))
+    assert response.status_code == 503
+    assert db.user_files.count_documents({}) == 0  # the file is gone: a retry gets a 404
+    assert usage(db) == total(db) == 0
+
+
 def test_a_delete_while_the_owner_has_no_count_gives_nothing_back_twice(
         app, client, token_for, upload, db, monkeypatch):
     items = upload("alice", ("a.bin", os.urandom(300)), ("b.bin", os.urandom(100))).get_json()

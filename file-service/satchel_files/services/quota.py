@@ -14,7 +14,7 @@ never too low.
   back; one that fails otherwise keeps it (it may have written: a count too high).
 - Giving room back (`releasing`): the count is marked as changing (`rev`, `updated_ms`)
   BEFORE the write that frees bytes (a delete, smaller content, an aborted or expired upload)
-  and decremented AFTER it. The mark is what keeps fsck from setting the count from a sum
+  and decremented AFTER it, also when a later step (releasing references) fails. The mark is what keeps fsck from setting the count from a sum
   taken after the write and then seeing the decrement land as well.
 - New content for a file (`adjusting`): the size change is only known for the version a
   compare-and-set attempt targets, so each attempt reserves what it needs beyond what is held
@@ -154,12 +154,15 @@ class Quota:
     def releasing(self, owner_id: str) -> Iterator[Callable[[int], None]]:
         """For a block whose write frees some of the owner's bytes: marks the count before the
         block; the block calls the function it gets with what it freed once written, and
-        that is given back when the block completes (not if it fails: too high, never low)."""
+        that is given back when the block ends, even if a later step of it fails (the bytes
+        are gone: keeping them counted would hold the owner's room until an fsck repair)."""
         is_counted = self.counts.touch(owner_id, now_ms(self.clock))
         freed: list[int] = []
-        yield freed.append
-        if is_counted:  # else the count, made later, is summed with or without these bytes
-            self.released(owner_id, sum(freed))
+        try:
+            yield freed.append
+        finally:
+            if is_counted:  # else the count, made later, is summed with or without these bytes
+                self.released(owner_id, sum(freed))
 
     @contextlib.contextmanager
     def adjusting(self, owner_id: str) -> Iterator[Adjustment]:
