@@ -148,8 +148,10 @@ class Maintenance:
     def _check_usage(self, report: FsckReport, cutoff_ms: int, repair: bool) -> None:
         """Each owner's quota count against what their files take (services/quota.py). A count
         too high that changed within the grace period is work in flight (a request between its
-        reservation and its write), not a problem; one too low always is. A repair sets the
-        count only if it did not change while this summed."""
+        reservation and its write), not a problem; one too low always is. A count that
+        changed while this summed is not judged (an upload that reserved and wrote meanwhile
+        would look like a count too low): the next fsck looks again. A repair sets the count
+        only if it did not change while this summed."""
         counts = {doc["_id"]: doc for doc in self.usage.all()}  # first: their revs
         totals = self.user_files.total_size_by_owner()
         report.checked["usage_counts"] = len(counts)
@@ -157,6 +159,11 @@ class Maintenance:
             total = totals.get(owner_id, 0)
             if count["bytes"] == total or (count["bytes"] > total
                                            and count["updated_ms"] > cutoff_ms):
+                continue
+            now = self.usage.find(owner_id)
+            if now is None or now["rev"] != count["rev"]:
+                report.checked["usage_counts_changing"] = \
+                    report.checked.get("usage_counts_changing", 0) + 1
                 continue
             problem = report.add("usage_count", owner_id,
                                  f"counted {count['bytes']} bytes; the files take {total}")
