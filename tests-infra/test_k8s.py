@@ -179,7 +179,22 @@ def test_file_service_gets_every_setting_it_requires(rendered, kind, name, requi
     for setting in required:
         assert setting in names, (setting, sorted(names))
     assert any(n.startswith("envFrom:satchel-config") for n in names), sorted(names)  # + hash
-    assert names["MONGO_DB"]["value"] == "satchel_files"
+    assert container_env(objects, workload, image_defaults=False)["MONGO_DB"] == "satchel_files"
+
+
+SERVING_ONLY = {"FILE_PORT", "FILE_WORKERS", "FILE_THREADS", "UPLOAD_BUFFER_BYTES", "JWKS_URL"}
+
+
+def test_the_maintenance_job_runs_with_the_file_services_settings(rendered):
+    """gc and fsck must see what the service sees (a longer GC_GRACE_SECONDS above all);
+    only the settings of serving requests may differ."""
+    _overlay, objects = rendered
+    [cron] = [o for o in objects_of(objects, "CronJob")
+              if o["metadata"]["name"] == "satchel-maintenance"]
+    service = container_env(objects, deployment(objects, "file-service"), image_defaults=False)
+    job = container_env(objects, cron, image_defaults=False)
+    assert {k: v for k, v in service.items() if k not in SERVING_ONLY} == job
+    assert job["GC_GRACE_SECONDS"] == "3600"
 
 
 def test_maintenance_runs_gc_then_fsck_daily_and_fails_on_findings(rendered):
@@ -204,12 +219,12 @@ def deployment(objects, name):
     return found
 
 
-def container_env(objects, workload):
+def container_env(objects, workload, *, image_defaults=True):
     """The container's environment: image defaults, ConfigMaps (envFrom), then env; values from
     Secrets are stood in for by their reference."""
     config_maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects_of(objects, "ConfigMap")}
     (_, container), = containers_of(workload)
-    env = IMAGE_DEFAULTS[workload["metadata"]["name"]]()
+    env = IMAGE_DEFAULTS[workload["metadata"]["name"]]() if image_defaults else {}
     for source in container.get("envFrom", []):
         env.update(config_maps.get(source.get("configMapRef", {}).get("name"), {}))
     for item in container.get("env", []):
