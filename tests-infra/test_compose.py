@@ -270,3 +270,11 @@ def test_the_wiring_check_finds_what_breaks_the_concat_path(change, problem):
         file_env, container_mounts(override["services"]["file-service"]),
         {"BLOB_ROOT": "/var/lib/satchel/blobs"}, container_mounts(override["services"]["gateway"]))
     assert any(problem in p for p in problems), problems
+
+
+def test_the_services_are_healthy_when_ready_as_the_image_itself_asks(compose):
+    """Dependents (depends_on: service_healthy) must wait for /readyz (the database up), asked
+    by the image's own `satchel_shared.serve --ready`, not a copy of the port in a one-liner."""
+    for name in ("auth-service", "file-service"):
+        assert compose["services"][name]["healthcheck"]["test"] == [
+            "CMD", "python", "-m", "satchel_shared.serve", "--ready"], name

@@ -2,6 +2,7 @@
 
     python -m satchel_shared.serve [--host HOST] [SERVICE] [more gunicorn options...]
     python -m satchel_shared.serve --check [SERVICE]      exit 0 if its /healthz answers
+    python -m satchel_shared.serve --ready [SERVICE]      exit 0 if its /readyz answers
 
 SERVICE is auth-service or file-service (default: $SATCHEL_SERVICE, which each image sets).
 The images' entrypoint and healthcheck and the devstack all run this, so the gunicorn options
@@ -78,8 +79,11 @@ def gunicorn_argv(service: str, serving: Serving, *, host: str = DEFAULT_HOST,
             "--keep-alive", str(KEEP_ALIVE_SECONDS), *extra, SERVICES[service]]
 
 
-def is_healthy(service: str, serving: Serving) -> bool:
-    url = f"http://127.0.0.1:{serving.port(service)}/healthz"
+PROBES = {"--check": "/healthz", "--ready": "/readyz"}  # alive; able to serve (its database up)
+
+
+def is_healthy(service: str, serving: Serving, path: str = "/healthz") -> bool:
+    url = f"http://127.0.0.1:{serving.port(service)}{path}"
     try:
         with urllib.request.urlopen(url, timeout=HEALTH_TIMEOUT_SECONDS) as response:
             return response.status == 200
@@ -90,10 +94,11 @@ def is_healthy(service: str, serving: Serving) -> bool:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
-    host, check = DEFAULT_HOST, False
-    while args and args[0] in ("--host", "--check"):
-        if args.pop(0) == "--check":
-            check = True
+    host, probe = DEFAULT_HOST, None
+    while args and args[0] in ("--host", *PROBES):
+        option = args.pop(0)
+        if option in PROBES:
+            probe = PROBES[option]
         elif args:
             host = args.pop(0)
         else:
@@ -106,8 +111,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         return 2
-    if check:
-        return 0 if is_healthy(service, serving) else 1
+    if probe is not None:
+        return 0 if is_healthy(service, serving, probe) else 1
     argv = [sys.executable, "-m", "gunicorn", *gunicorn_argv(service, serving, host=host,
                                                              extra=args)]
     os.execvpe(argv[0], argv, dict(environ))
@@ -115,7 +120,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 def _usage() -> int:
-    print(f"usage: python -m satchel_shared.serve [--host HOST] [--check] "
+    print(f"usage: python -m satchel_shared.serve [--host HOST] [--check|--ready] "
           f"[{'|'.join(SERVICES)}] [gunicorn options]; or set SATCHEL_SERVICE", file=sys.stderr)
     return 2
 

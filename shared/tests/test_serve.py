@@ -71,9 +71,11 @@ def test_a_bad_setting_is_refused_naming_its_variable(execs, capsys, environ, me
 
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
+    ready_status = 200
 
     def do_GET(self):  # noqa: N802 - the http.server API
-        self.send_response(self.status if self.path == "/healthz" else 404)
+        self.send_response({"/healthz": self.status, "/readyz": self.ready_status}.get(
+            self.path, 404))
         self.end_headers()
 
     def log_message(self, *args):
@@ -102,4 +104,13 @@ def test_check_exits_0_only_while_healthz_answers_200(health_server, monkeypatch
     monkeypatch.setattr(_Health, "status", 503)
     assert main(["--check"], environ) == 1
     assert main(["--check"], {**environ, "AUTH_PORT": str(free_port())}) == 1  # nobody there
+    assert execs == []
+
+
+def test_ready_exits_0_only_while_readyz_answers_200(health_server, monkeypatch, execs):
+    """compose's depends_on waits on it: alive is not enough, the database must be up."""
+    environ = {"SATCHEL_SERVICE": "file-service", "FILE_PORT": str(health_server.server_port)}
+    assert main(["--ready"], environ) == 0
+    monkeypatch.setattr(_Health, "ready_status", 503)
+    assert main(["--check"], environ) == 0 and main(["--ready"], environ) == 1
     assert execs == []
