@@ -39,7 +39,21 @@ render() {  # render TEMPLATE OUTPUT, as devstack/satchel_devstack/template.py d
         }' "$1" > "$2"
 }
 
+check_values() {  # the devstack's StackConfig refuses the same values with the same words
+    local failed=0
+    if [[ -v AUTH_RATE_LIMIT && ! $AUTH_RATE_LIMIT =~ ^[1-9][0-9]*r/[sm]$ ]]; then
+        echo "satchel-gateway: AUTH_RATE_LIMIT must be requests per second or minute, like 60r/m, got '$AUTH_RATE_LIMIT'" >&2
+        failed=1
+    fi
+    if [[ -v AUTH_RATE_BURST && ! $AUTH_RATE_BURST =~ ^[0-9]+$ ]]; then
+        echo "satchel-gateway: AUTH_RATE_BURST must not be negative, got '$AUTH_RATE_BURST'" >&2
+        failed=1
+    fi
+    return $failed
+}
+
 render_all() {
+    check_values
     for module in ngx_http_echo_module.so ngx_http_headers_more_filter_module.so; do
         [ -f "$modules/$module" ] || { echo "satchel-gateway: $modules/$module is missing" >&2; exit 1; }
     done

@@ -121,6 +121,26 @@ def test_the_entrypoint_names_every_missing_variable(tmp_path):
     assert "needs FILE_UPSTREAM" in result.stderr and "needs BLOB_ROOT" in result.stderr
 
 
+@pytest.mark.parametrize("variable, value", [
+    ("AUTH_RATE_LIMIT", "60/m"), ("AUTH_RATE_LIMIT", "0r/s"), ("AUTH_RATE_BURST", "-1")])
+def test_the_entrypoint_refuses_what_the_devstack_refuses(tmp_path, variable, value):
+    """compose and Kubernetes set these for the image: a typo is named, as `make run` names
+    it, instead of failing as an nginx start-up error."""
+    from satchel_devstack.stack import StackConfig
+    from satchel_shared.config import ConfigError
+
+    with pytest.raises(ConfigError) as devstack:
+        StackConfig.from_env(tmp_path, {variable: value})
+    result = subprocess.run(
+        [str(ENTRYPOINT), "render"],
+        env={"PATH": os.environ["PATH"], "NGINX_RUN_DIR": str(tmp_path),
+             "SATCHEL_GATEWAY_TEMPLATES": str(GATEWAY), variable: value},
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and not (tmp_path / "nginx.conf").exists()
+    refusal = result.stderr.split("satchel-gateway: ", 1)[1].split(", got")[0]
+    assert refusal.startswith(variable) and refusal in str(devstack.value)
+
+
 # --- the image's nginx, started by its entrypoint as its user, sends a multi-chunk file ---------
 
 class FakeFileService(http.server.BaseHTTPRequestHandler):
