@@ -151,9 +151,9 @@ def restore(stack: Stack, source: Path) -> int:
                           f"({', '.join(state[:3])}{', ...' if len(state) > 3 else ''}); "
                           f"restore into a new SATCHEL_VAR, or move this one away first")
     stack.check_ports()  # refuses while the stack (or anything on its ports) runs
-    marker = restoring_marker(stack)
+    marker = stack.restoring_marker
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"restoring {source}\n")  # `run` refuses while it is there
+    marker.write_text(f"restoring {source}\n")  # Stack.prepare refuses while it is there
     for name in (MONGO, KEYS, SECRETS, BLOBS):
         if (source / name).is_dir():  # modes and mtimes kept: the newest key signs
             shutil.copytree(source / name, stack.path(name), dirs_exist_ok=True)
@@ -176,7 +176,3 @@ def restore(stack: Stack, source: Path) -> int:
     marker.unlink()  # only now: a restore cut short leaves the old feed epoch behind
     return status
 
-
-def restoring_marker(stack: Stack) -> Path:
-    """Present from the start of a restore until it finished (feed reset, counts repaired)."""
-    return stack.path("RESTORING")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from satchel_shared.config import ConfigError
 
-from .backup import backup, restore, restoring_marker
+from .backup import backup, restore
 from .stack import Stack, StackConfig, StackError
 
 
@@ -22,11 +22,6 @@ def run(config: StackConfig) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    if restoring_marker(stack).exists():
-        print(f"satchel-stack: a restore into {config.var_dir} did not finish (its change feed "
-              f"and counts are not reset yet); move it away and run `make restore` again",
-              file=sys.stderr)
-        return 1
     print(f"starting Satchel (state in {config.var_dir}) ...", flush=True)
     try:
         stack.start()

@@ -226,8 +226,18 @@ class Stack:
             if not _port_is_free(port):
                 raise StackError(f"port {port} is in use; set {name} to a free port")
 
+    @property
+    def restoring_marker(self) -> Path:
+        """Present from the start of a restore (backup.py) until it finished (feed reset,
+        counts repaired): nothing starts a stack whose restore was cut short."""
+        return self.path("RESTORING")
+
     def prepare(self) -> None:
         c = self.config
+        if self.restoring_marker.exists():
+            raise StackError(f"a restore into {c.var_dir} did not finish (its change feed and "
+                             f"counts are not reset yet); move it away and run `make restore` "
+                             f"again")
         self.check_ports()
         for directory in ("mongo", "keys", "data", "log", "run"):
             self.path(directory).mkdir(parents=True, exist_ok=True)

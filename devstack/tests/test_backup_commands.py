@@ -13,7 +13,7 @@ import pytest
 from satchel_devstack import backup as backup_module
 from satchel_devstack.backup import BackupError, backup, restore, snapshot_database
 from satchel_devstack.cli import run as cli_run
-from satchel_devstack.stack import Stack, StackConfig
+from satchel_devstack.stack import Stack, StackConfig, StackError
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOB = b"some verified chunk"
@@ -205,9 +205,11 @@ def test_a_restore_whose_feed_reset_fails_is_not_complete(var, tmp_path, restore
     with pytest.raises(BackupError, match="could not start a new change feed epoch"):
         restore(make_stack(tmp_path / "restored"), tmp_path / "backup")
     assert ran == [["end-intents"], ["reset-feed"]]
-    # the state left behind is marked, and `make run` will not start it
+    # the state left behind is marked: `make run` will not start it, nor will anything else
     assert (tmp_path / "restored" / "RESTORING").exists()
     assert cli_run(make_stack(tmp_path / "restored").config) == 1
+    with pytest.raises(StackError, match="a restore into .* did not finish"):
+        make_stack(tmp_path / "restored").start()
 
 
 def test_a_restore_that_cannot_end_the_requests_in_flight_stops_there(var, tmp_path,
