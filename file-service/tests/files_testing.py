@@ -10,6 +10,7 @@ from satchel_files.storage.signed_urls import BlobUrlRefused
 
 KID = "test-key"
 CHUNK = 64 * 1024  # the smallest chunk size the config allows, so tests see multi-chunk files
+GRACE = 3600  # GC_GRACE_SECONDS default (the test app does not set it)
 
 
 class FakeClock:

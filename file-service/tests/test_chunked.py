@@ -841,3 +841,24 @@ def test_gc_keeps_an_expired_upload_that_a_get_renewed_after_gc_read_it(
     maintenance.gc()
     resumed = chunked.get("alice", body["user_file_id"])
     assert resumed.status_code == 200 and resumed.get_json()["status"] == "uploading"
+
+
+def test_a_resume_whose_touch_comes_after_a_patch_does_not_undo_it(app, chunked, db,
+                                                                   monkeypatch):
+    """GET refreshes an uploading file's expiry; a PATCH that wrote between the GET's read
+    and that write must keep its verified chunk."""
+    data = os.urandom(2 * CHUNK)
+    body = staged_upload(chunked, data)
+    uploads = app.extensions["satchel.uploads"].uploads
+    real_touch, patched = uploads.touch, []
+
+    def touch_after_a_patch(current, expires_ms):
+        if not patched:
+            patched.append(chunked.report("alice", body["user_file_id"], [0]).status_code)
+        return real_touch(current, expires_ms)
+
+    monkeypatch.setattr(uploads, "touch", touch_after_a_patch)
+    resumed = chunked.get("alice", body["user_file_id"]).get_json()
+    assert patched == [200] and resumed["status"] == "uploading"
+    stored = db.user_files.find_one({"_id": body["user_file_id"]})
+    assert [chunk["status"] for chunk in stored["chunks"]] == ["verified", "pending"]

@@ -8,9 +8,8 @@ thread runs at a time (mongomock is not thread-safe).
 import os
 import threading
 
-from files_testing import CHUNK, declare, sha
+from files_testing import CHUNK, GRACE, declare, sha
 
-GRACE = 3600
 
 
 def assert_downloads(client, headers, user_file_id, data):
@@ -117,3 +116,41 @@ def test_fsck_during_an_upload_completion_keeps_its_chunks(
     maintenance.gc()
     assert maintenance.fsck().problems == []
     assert_downloads(client, token_for("alice"), registered['user_file_id'], body)
+
+
+def test_fsck_repair_during_an_uploads_last_write_keeps_its_file_object(
+        app, upload, db, maintenance, monkeypatch):
+    """The upload's intent is live when fsck first reads intents, its user file lands after
+    fsck scanned them and its intent is gone by fsck's second read: only the first read shows
+    the reference, and a repair must not set the count to 0 (gc would then delete it)."""
+    user_files = app.extensions["satchel.files"].user_files
+    reached, go, finished = threading.Event(), threading.Event(), threading.Event()
+    real_insert, statuses = user_files.insert_many, []
+
+    def paused_insert(documents):
+        reached.set()
+        assert go.wait(10)
+        return real_insert(documents)
+
+    monkeypatch.setattr(user_files, "insert_many", paused_insert)
+    uploader = threading.Thread(target=lambda: (
+        statuses.append(upload("alice", ("a.bin", os.urandom(100))).status_code),
+        finished.set()))
+    uploader.start()
+    assert reached.wait(10)
+    real_intents, reads = maintenance.intents.all, []
+
+    def intents_all():
+        reads.append(True)
+        if len(reads) == 2:  # fsck has scanned the user files: the upload finishes now
+            go.set()
+            assert finished.wait(10)
+        return real_intents()
+
+    monkeypatch.setattr(maintenance.intents, "all", intents_all)
+    maintenance.fsck(repair=True)
+    go.set()
+    uploader.join(10)
+    assert statuses == [201] and len(reads) >= 2
+    [file_object] = db.file_objects.find()
+    assert file_object["ref_count"] == 1 and maintenance.fsck().is_clean

@@ -8,9 +8,8 @@ from pymongo.errors import PyMongoError
 from satchel_files.repositories.listing import MAX_MS, listing_document, listing_key
 from satchel_files.schemas import decode_cursor, encode_cursor
 from satchel_files.services import files as files_module
-from files_testing import declare, pieces_of
+from files_testing import GRACE, declare, pieces_of
 
-GRACE = 3600  # GC_GRACE_SECONDS default
 
 
 @pytest.fixture

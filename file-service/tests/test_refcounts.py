@@ -7,11 +7,10 @@ import pytest
 from click.testing import CliRunner
 from pymongo.errors import AutoReconnect
 
-from files_testing import sha
+from files_testing import CHUNK, GRACE, sha
 from satchel_files.cli import cli
 from satchel_files.services.refcounts import ReferencesBusy
 
-GRACE = 3600
 
 
 def kinds(report):
@@ -450,3 +449,22 @@ def test_end_intents_after_a_restore_lets_repair_recount_at_once(app, upload, re
     assert maintenance.fsck(repair=True).is_clean
     assert blob(db, sha(b"x"))["ref_count"] == 0
     assert blob(db, item.get_json()[0]["hash"])["ref_count"] == 1
+
+
+def test_releasing_an_unreferenced_file_object_loses_to_a_reuse_and_keeps_its_chunks(
+        upload, db, refcounts, monkeypatch):
+    """gc's release of a file object at 0 races a new upload of the same content: if the
+    upload takes it first, the file object is live again and its chunks stay counted."""
+    item = upload("alice", ("a.bin", os.urandom(2 * CHUNK))).get_json()[0]
+    file_object_id = item["file_object_id"]
+    db.file_objects.update_one({"_id": file_object_id}, {"$set": {"ref_count": 0}})
+    real_mark = refcounts.file_objects.mark_deleting
+
+    def reused_first(file_object_id, now_ms):
+        db.file_objects.update_one({"_id": file_object_id}, {"$inc": {"ref_count": 1}})
+        return real_mark(file_object_id, now_ms)
+
+    monkeypatch.setattr(refcounts.file_objects, "mark_deleting", reused_first)
+    assert refcounts.release_unreferenced_file_object(file_object_id) is False
+    assert [blob["ref_count"] for blob in db.blobs.find()] == [1, 1]
+    assert db.file_objects.find_one({"_id": file_object_id})["ref_count"] == 1

@@ -3,14 +3,10 @@ import os
 
 import pytest
 
-from files_testing import CHUNK, sha
+from files_testing import CHUNK, code, sha
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + os.urandom(200)
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 200
-
-
-def error_code(response):
-    return response.get_json()["error"]["code"]
 
 
 def test_upload_returns_201_with_the_seed_fields(upload):
@@ -101,26 +97,26 @@ def test_long_filenames_are_cut_to_255_utf8_bytes_keeping_the_extension(upload):
 @pytest.mark.parametrize("name", ["/", "..", "a/\x01"])
 def test_a_filename_that_cleans_to_nothing_is_a_400(upload, db, name):
     response = upload("alice", (name, b"x"))
-    assert response.status_code == 400 and error_code(response) == "invalid_filename"
+    assert response.status_code == 400 and code(response) == "invalid_filename"
     assert db.user_files.count_documents({}) == 0
 
 
 def test_no_file_is_a_400(client, token_for):
     response = client.post("/api/v1/files/upload", data={}, content_type="multipart/form-data",
                            headers=token_for("alice"))
-    assert response.status_code == 400 and error_code(response) == "no_file"
+    assert response.status_code == 400 and code(response) == "no_file"
 
 
 def test_an_empty_files_field_is_a_400(client, token_for):
     response = client.post("/api/v1/files/upload",
                            data={"files": (io.BytesIO(b""), "")},
                            content_type="multipart/form-data", headers=token_for("alice"))
-    assert response.status_code == 400 and error_code(response) == "empty_file_field"
+    assert response.status_code == 400 and code(response) == "empty_file_field"
 
 
 def test_a_wrong_field_name_is_a_400(upload):
     response = upload("alice", ("a.txt", b"x"), field="file")
-    assert response.status_code == 400 and error_code(response) == "unexpected_field"
+    assert response.status_code == 400 and code(response) == "unexpected_field"
 
 
 @pytest.mark.parametrize("content_type, body", [
@@ -157,7 +153,7 @@ def test_upload_requires_a_token(client):
 def test_content_that_contradicts_a_harmless_claim_is_a_400(upload, db, declared, name, data):
     response = upload("alice", (name, data, declared))
 
-    assert response.status_code == 400 and error_code(response) == "content_type_mismatch"
+    assert response.status_code == 400 and code(response) == "content_type_mismatch"
     assert db.user_files.count_documents({}) == 0 and db.file_objects.count_documents({}) == 0
     assert all(doc["ref_count"] == 0 for doc in db.blobs.find())
 

@@ -2,11 +2,7 @@ import os
 
 import pytest
 
-from files_testing import CHUNK
-
-
-def error_code(response):
-    return response.get_json()["error"]["code"]
+from files_testing import CHUNK, code
 
 
 @pytest.fixture
@@ -17,7 +13,7 @@ def config_overrides():
 def test_a_file_over_max_upload_bytes_is_a_413_and_leaves_nothing(upload, db, maintenance):
     response = upload("alice", ("big.bin", os.urandom(3 * CHUNK + 1)))
 
-    assert response.status_code == 413 and error_code(response) == "payload_too_large"
+    assert response.status_code == 413 and code(response) == "payload_too_large"
     assert db.user_files.count_documents({}) == 0 and db.file_objects.count_documents({}) == 0
     assert all(doc["ref_count"] == 0 for doc in db.blobs.find())
     assert maintenance.fsck().is_clean

@@ -9,9 +9,8 @@ import os
 import pytest
 from pymongo.errors import AutoReconnect
 
-from files_testing import CHUNK, declare
+from files_testing import CHUNK, GRACE, declare
 
-GRACE = 3600  # GC_GRACE_SECONDS default
 
 
 def usage(db, owner="alice"):
@@ -164,8 +163,11 @@ def test_an_upload_whose_files_were_removed_after_a_failure_gives_its_room_back(
         raise AutoReconnect("connection closed")
 
     monkeypatch.setattr(user_files, "insert_many", insert_fails)
-    assert upload("alice", ("a.bin", os.urandom(100))).status_code == 503
+    assert upload("alice", ("a.bin", os.urandom(2 * CHUNK))).status_code == 503
     assert usage(db) == total(db) == 0
+    # ...and its references: nothing owns them, so nothing may keep them
+    assert db.ref_intents.count_documents({}) == 0
+    assert [blob["ref_count"] for blob in db.blobs.find()] == [0, 0]
 
 
 
@@ -293,6 +295,31 @@ def test_fsck_that_read_a_count_before_a_delete_never_sets_it_from_a_sum_after(
     assert held_back == [("alice", 100)]
     quota.released("alice", 100)  # the delete's give-back lands after fsck
     assert total(db) == 50 and usage(db) == 57  # still the 7 too high: never set to 50 - 100
+
+
+def test_fsck_that_read_a_count_before_a_shrinking_replace_never_sets_it_below_the_files(
+        app, client, token_for, upload, db, maintenance, clock, monkeypatch):
+    """A replace that frees bytes marks the count before its write, as a delete does."""
+    items = upload("alice", ("a.bin", os.urandom(100)), ("b.bin", os.urandom(50))).get_json()
+    db.usage.update_one({"_id": "alice"}, {"$inc": {"bytes": 7}})  # too high, and old:
+    clock.advance(GRACE + 1)  # fsck would repair it
+    quota = app.extensions["satchel.files"].quota
+    held = []  # the replace's give-back, held until fsck is done
+    monkeypatch.setattr(quota, "released", lambda owner, freed: held.append((owner, freed)))
+    user_files = app.extensions["satchel.files"].user_files
+    real_sum = user_files.total_size_by_owner
+
+    def replace_while_summing():
+        monkeypatch.setattr(user_files, "total_size_by_owner", real_sum)
+        replace(client, token_for("alice"), items[0]["user_file_id"], file=os.urandom(10))
+        return real_sum()
+
+    monkeypatch.setattr(user_files, "total_size_by_owner", replace_while_summing)
+    maintenance.fsck(repair=True)
+    monkeypatch.undo()
+    assert held == [("alice", 90)]
+    quota.released("alice", 90)
+    assert total(db) == 60 and usage(db) >= 60
 
 
 def test_a_replace_refused_after_its_reservation_gives_the_room_back(
