@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import threading
 from pathlib import Path
@@ -246,3 +247,17 @@ def test_a_restore_refuses_a_var_that_holds_only_blobs(var, tmp_path):
     blob.write_bytes(BLOB)
     with pytest.raises(BackupError, match="already holds a Satchel"):
         restore(make_stack(target), tmp_path / "backup")
+
+
+def test_a_restore_refuses_while_anything_holds_the_stacks_ports_and_copies_nothing(
+        var, tmp_path):
+    """A running stack (or anything on its ports) would serve the old state meanwhile."""
+    backup(make_stack(var), tmp_path / "backup")
+    with socket.socket() as running:
+        running.bind(("127.0.0.1", 0))
+        running.listen()
+        port = running.getsockname()[1]
+        target = Stack(StackConfig(root=ROOT, var_dir=tmp_path / "restored", gateway_port=port))
+        with pytest.raises(StackError, match=f"port {port} is in use; set GATEWAY_PORT"):
+            restore(target, tmp_path / "backup")
+    assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").iterdir())
